@@ -1,0 +1,56 @@
+"""Data that crosses the boundary between the simulated world and everything else.
+
+The world's hidden parameters (true item quality, bait, user tastes) never cross it: models, the offline
+stage and the simulation stage's twin see only these public records and the public catalogue.
+
+All arrays are numpy, one row per request; slate arrays are (n_requests, k).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SEGMENTS = ("cold_start", "light", "heavy")  # user_segment codes 0, 1, 2 (public: from history length)
+DEVICES = ("desktop", "mobile")  # device codes 0, 1
+DAYPARTS = ("night", "morning", "afternoon", "evening")  # hour // 6
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a ranker may see when it is asked for a slate (a batch of requests at one simulated time)."""
+
+    request_id: np.ndarray  # int64 (n,)
+    t: np.ndarray  # float64 (n,) simulated time in days since the world began
+    user_id: np.ndarray  # int64 (n,)
+    hour: np.ndarray  # int8 (n,) 0..23
+    device: np.ndarray  # int8 (n,) index into DEVICES
+    user_segment: np.ndarray  # int8 (n,) index into SEGMENTS
+    recent_items: np.ndarray  # int32 (n, h) the user's most recent clicked/purchased items, -1 padded
+    in_stock: np.ndarray  # bool (n_items,) the public stock snapshot at serving time
+    item_age_days: np.ndarray  # float64 (n_items,) days since publication at serving time (inf if unpublished)
+
+    @property
+    def n(self) -> int:
+        return len(self.request_id)
+
+
+@dataclass(frozen=True)
+class ServedBatch:
+    """What happened when a batch of requests was served: the public log, one row per request."""
+
+    context: RequestContext
+    arm: np.ndarray  # int8 (n,) 0 = champion, 1 = candidate
+    items: np.ndarray  # int32 (n, k) the slate shown, best position first
+    pscore: np.ndarray  # float64 (n, k) item-position propensity under the serving policy (1.0 if deterministic)
+    clicks: np.ndarray  # bool (n, k)
+    purchases: np.ndarray  # bool (n, k)
+    revenue: np.ndarray  # float64 (n,) sum of purchased prices
+    latency_ms: np.ndarray  # float64 (n,)
+    error: np.ndarray  # bool (n,) the serving model failed; the champion's fallback slate was shown
+    shadow_items: np.ndarray | None = None  # int32 (n, k) the shadow model's slate, scored but never shown
+
+    @property
+    def n(self) -> int:
+        return len(self.arm)
