@@ -68,3 +68,12 @@ class Evidence:
     @property
     def has_baseline(self) -> bool:
         return CHAMPION in self.arms
+
+
+#: Ratio metrics are pooled over users (sum of numerators / sum of denominators) with a delta-method
+#: variance, never averaged per user: a user with one request must not weigh as much as one with a hundred.
+RATIO_METRICS: dict[str, tuple[str, str]] = {
+    "error_rate": ("errors", "requests"),
+    "ctr": ("clicks", "impressions"),
+    "conversion_rate": ("purchases", "clicks"),
+}

@@ -96,6 +96,7 @@ def paired_bootstrap(
             f"champion has {x.size}"
         )
     _check_args(confidence, n_resamples)
+    _check_denominator(x, relative)
     n = y.size
     stat_fn = _stat_function(relative)
     statistic = stat_fn(np.array([y.mean()]), np.array([x.mean()]))[0]
@@ -140,6 +141,7 @@ def unpaired_bootstrap(
     y = _as_finite(candidate, "candidate")
     x = _as_finite(champion, "champion")
     _check_args(confidence, n_resamples)
+    _check_denominator(x, relative)
     stat_fn = _stat_function(relative)
     statistic = stat_fn(np.array([y.mean()]), np.array([x.mean()]))[0]
 
@@ -161,13 +163,21 @@ def unpaired_bootstrap(
         low, high = _bca_interval(boot, statistic, np.concatenate([jack_y, jack_x]), confidence)
     else:
         low, high = _percentile_interval(boot, confidence)
-    return BootstrapResult(float(statistic), low, high, confidence, y.size + x.size, n_resamples, method, relative)
+    return BootstrapResult(
+        float(statistic), low, high, confidence, y.size + x.size, n_resamples, method, relative
+    )
 
 
 def _stat_function(relative: bool) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     if relative:
-        return lambda y_mean, x_mean: y_mean / x_mean - 1.0
-    return lambda y_mean, x_mean: y_mean - x_mean
+        return _relative_change
+    return np.subtract
+
+
+def _relative_change(y_mean: np.ndarray, x_mean: np.ndarray) -> np.ndarray:
+    # A zero denominator gives inf/NaN here on purpose; _check_resamples turns it into a clear ValueError.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return y_mean / x_mean - 1.0
 
 
 def _as_finite(values: np.ndarray, what: str) -> np.ndarray:
@@ -187,6 +197,11 @@ def _check_args(confidence: float, n_resamples: int) -> None:
         raise ValueError(f"n_resamples must be positive, got {n_resamples}")
 
 
+def _check_denominator(champion: np.ndarray, relative: bool) -> None:
+    if relative and champion.mean() == 0.0:
+        raise ValueError("relative change undefined: the champion's mean is zero")
+
+
 def _check_resamples(boot: np.ndarray, relative: bool) -> None:
     # With relative=True a zero champion mean (in the sample or a resample) makes the ratio undefined;
     # refuse rather than return an interval built from inf/NaN.
@@ -202,7 +217,9 @@ def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, fl
     return float(low), float(high)
 
 
-def _bca_interval(boot: np.ndarray, statistic: float, jack: np.ndarray, confidence: float) -> tuple[float, float]:
+def _bca_interval(
+    boot: np.ndarray, statistic: float, jack: np.ndarray, confidence: float
+) -> tuple[float, float]:
     tail = (1.0 - confidence) / 2.0
     # Bias correction; ties count half so that a degenerate (constant) bootstrap gives z0 = 0.
     share_below = (np.count_nonzero(boot < statistic) + 0.5 * np.count_nonzero(boot == statistic)) / boot.size

@@ -50,6 +50,13 @@ class ServedBatch:
     latency_ms: np.ndarray  # float64 (n,)
     error: np.ndarray  # bool (n,) the serving model failed; the champion's fallback slate was shown
     shadow_items: np.ndarray | None = None  # int32 (n, k) the shadow model's slate, scored but never shown
+    # Optional fields added for OPE and the offline stage (None when a producer does not fill them):
+    pscore_prefix: np.ndarray | None = None  # float64 (n, k) P(slate prefix 1..j) under the serving policy
+    session_id: np.ndarray | None = None  # int64 (n,) requests of one visit share it
+    slate_index: np.ndarray | None = None  # int16 (n,) 0 for the first slate of a session, then 1, 2, ...
+    stock_at_serve: np.ndarray | None = None  # int64 (n, k) units on hand of each shown item when served
+    shadow_latency_ms: np.ndarray | None = None  # float64 (n,) the shadow model's latency
+    shadow_error: np.ndarray | None = None  # bool (n,) the shadow model failed (its row of shadow_items is -1)
 
     @property
     def n(self) -> int:

@@ -1,0 +1,46 @@
+"""Offline stage: validate the held-out logged data, then score champion and candidate on the same users."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.context import PromotionContext, runtime
+from flows.gating import StageOutcome, judge, stage_gates
+from flows.stages import bookkeeping
+from stagegate.decision import Decision
+from stagegate.evidence import CANDIDATE, Evidence
+
+
+@flow(name="offline", log_prints=True)
+def offline_stage(ctx: PromotionContext) -> StageOutcome:
+    from stagegate.evaluation.expectations import served_batch_to_frame, validate_frame
+    from stagegate.evaluation.offline import evaluate_offline, paired_offline_evidence
+
+    rt = runtime()
+    config = ctx.policy.stages.offline
+    tracker, run_id = bookkeeping.begin(ctx, "offline")
+    holdout, train = rt.holdout(), rt.training_log()
+
+    if config.expectations:
+        report = validate_frame(served_batch_to_frame(holdout), config.expectations)
+        tracker.log_json(run_id, report.to_dict(), "expectations.json")
+        if not report.success:
+            reason = f"evaluation data failed its expectation suite {config.expectations}: {report.summary()}"
+            get_run_logger().error(reason)
+            return bookkeeping.end(ctx, "offline", tracker, run_id, Decision.ROLLBACK, reason)
+
+    catalog = rt.world.catalog_public()
+    kwargs = {"k": config.k, "label": config.label, "train_log": train}
+    candidate = evaluate_offline(rt.ranker(ctx.model, ctx.version), holdout, catalog, **kwargs)
+    if ctx.champion_version is None:
+        evidence = Evidence(stage="offline", arms={CANDIDATE: candidate.to_arm_sample()},
+                            scalars={CANDIDATE: dict(candidate.scalars)})
+    else:
+        champion = evaluate_offline(rt.ranker(ctx.model, ctx.champion_version), holdout, catalog, **kwargs)
+        evidence = paired_offline_evidence(champion, candidate)
+        tracker.log_metrics(run_id, {f"champion.{m}": float(v.mean()) for m, v in champion.metrics.items()})
+    tracker.log_metrics(run_id, {f"candidate.{m}": float(v.mean()) for m, v in candidate.metrics.items()})
+
+    result = judge(ctx, "offline", stage_gates(ctx, "offline"), evidence, step=0, look=1, at_deadline=True,
+                   stage_run_id=run_id)
+    return bookkeeping.end(ctx, "offline", tracker, run_id, result.decision, result.reason)

@@ -1,0 +1,123 @@
+"""Treatment-effect estimates with their variance, for independent arms (canary: candidate vs champion).
+
+Users are the unit: inputs are per-user aggregates. The effect is ``mean_c - mean_0`` or, when
+``relative``, ``mean_c / mean_0 - 1``; its variance uses the delta method (Deng, Knoblich & Lu, *Applying
+the Delta Method in Metric Analytics*, KDD 2018):
+
+    Var(m_c / m_0 - 1) ~ v_c / m_0^2 + m_c^2 v_0 / m_0^4,   v = Var(arm mean).
+
+Ratio metrics (clicks / impressions) are pooled per arm, ``R = sum(num) / sum(den)``, with
+``Var(R) ~ Var(num - R den) / (n mean(den)^2)`` (same reference, §3), so users with many impressions do
+not count as many independent units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EffectEstimate:
+    """An effect estimate and its sampling variance.
+
+    Attributes
+    ----------
+    estimate : float
+        ``mean_c - mean_0``, or ``mean_c / mean_0 - 1`` when ``relative``.
+    variance : float
+        The (delta-method) variance of ``estimate``.
+    candidate_mean, champion_mean : float
+        The arm means (pooled ratios for ratio metrics).
+    n_candidate, n_champion : int
+        Users per arm.
+    relative : bool
+        Whether the estimate is a relative change.
+    """
+
+    estimate: float
+    variance: float
+    candidate_mean: float
+    champion_mean: float
+    n_candidate: int
+    n_champion: int
+    relative: bool
+
+    @property
+    def se(self) -> float:
+        return float(np.sqrt(self.variance))
+
+
+def combine_arms(
+    mean_c: np.ndarray | float,
+    var_mean_c: np.ndarray | float,
+    mean_0: np.ndarray | float,
+    var_mean_0: np.ndarray | float,
+    *,
+    relative: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Effect and its variance from two arm means and the variances *of those means* (vectorised)."""
+    mean_c, mean_0 = np.asarray(mean_c, dtype=float), np.asarray(mean_0, dtype=float)
+    var_mean_c, var_mean_0 = np.asarray(var_mean_c, dtype=float), np.asarray(var_mean_0, dtype=float)
+    if not relative:
+        return mean_c - mean_0, var_mean_c + var_mean_0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimate = mean_c / mean_0 - 1.0
+        variance = var_mean_c / mean_0**2 + mean_c**2 * var_mean_0 / mean_0**4
+    return estimate, variance
+
+
+def mean_effect(candidate: np.ndarray, champion: np.ndarray, *, relative: bool) -> EffectEstimate:
+    """Effect on a per-user mean metric. Raises ValueError on empty/NaN/constant input or a zero baseline."""
+    y = _finite(candidate, "candidate", 2)
+    x = _finite(champion, "champion", 2)
+    var_c, var_0 = y.var(ddof=1), x.var(ddof=1)
+    if var_c == 0.0 and var_0 == 0.0:
+        raise ValueError(f"zero variance: every user has the same value ({y[0]:g} vs {x[0]:g})")
+    if relative and x.mean() == 0.0:
+        raise ValueError("the champion's mean is zero, so a relative change is undefined")
+    est, var = combine_arms(y.mean(), var_c / y.size, x.mean(), var_0 / x.size, relative=relative)
+    return EffectEstimate(float(est), float(var), float(y.mean()), float(x.mean()), y.size, x.size, relative)
+
+
+def ratio_effect(
+    candidate_num: np.ndarray,
+    candidate_den: np.ndarray,
+    champion_num: np.ndarray,
+    champion_den: np.ndarray,
+    *,
+    relative: bool,
+) -> EffectEstimate:
+    """Effect on a ratio metric (sum of numerators / sum of denominators per arm), delta-method variance."""
+    rc, vc, nc = _pooled_ratio(candidate_num, candidate_den, "candidate")
+    r0, v0, n0 = _pooled_ratio(champion_num, champion_den, "champion")
+    if vc == 0.0 and v0 == 0.0:
+        raise ValueError("zero variance: the ratio is the same for every user in both arms")
+    if relative and r0 == 0.0:
+        raise ValueError("the champion's ratio is zero, so a relative change is undefined")
+    est, var = combine_arms(rc, vc, r0, v0, relative=relative)
+    return EffectEstimate(float(est), float(var), rc, r0, nc, n0, relative)
+
+
+def _pooled_ratio(num: np.ndarray, den: np.ndarray, what: str) -> tuple[float, float, int]:
+    num = _finite(num, f"{what} numerator", 2)
+    den = _finite(den, f"{what} denominator", 2)
+    if num.size != den.size:
+        raise ValueError(f"{what}: {num.size} numerators but {den.size} denominators")
+    total = den.sum()
+    if total <= 0:
+        raise ValueError(f"{what}: the ratio's denominator sums to {total:g}")
+    ratio = float(num.sum() / total)
+    resid = num - ratio * den
+    return ratio, float(resid.var(ddof=1) * num.size / total**2), num.size
+
+
+def _finite(values: np.ndarray, what: str, min_n: int) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).ravel()
+    if arr.size < min_n:
+        raise ValueError(f"{what}: {arr.size} users, need at least {min_n}")
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"{what}: {bad} of {arr.size} values are NaN or infinite")
+    return arr

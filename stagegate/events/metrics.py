@@ -1,0 +1,118 @@
+"""Metric queries: from event rows to per-user evidence (users, not requests, are the unit)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample
+from stagegate.world.schema import DAYPARTS, DEVICES, SEGMENTS
+
+ARM_NAMES = {0: CHAMPION, 1: CANDIDATE}
+
+
+def _segment_masks(per_user: pd.DataFrame) -> dict[str, np.ndarray]:
+    masks: dict[str, np.ndarray] = {}
+    for code, name in enumerate(SEGMENTS):
+        masks[name] = (per_user["user_segment"] == code).to_numpy()
+    for code, name in enumerate(DEVICES):
+        masks[name] = (per_user["device"] == code).to_numpy()
+    for code, name in enumerate(DAYPARTS):
+        masks[name] = (per_user["daypart"] == code).to_numpy()
+    return masks
+
+
+def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSample], int]:
+    """Per-user aggregates of each arm present in ``frame``.
+
+    A user seen in both arms (possible only if a split moved them) is dropped from both and counted in the
+    second return value, so that nobody's behaviour is credited to two models.
+    """
+    if frame.empty:
+        return {}, 0
+    arms_per_user = frame.groupby("user_id")["arm"].nunique()
+    mixed = arms_per_user.index[arms_per_user > 1]
+    frame = frame[~frame["user_id"].isin(mixed)].assign(daypart=frame["hour"] // 6)
+    samples: dict[str, ArmSample] = {}
+    for code, rows in frame.groupby("arm"):
+        per_user = rows.groupby("user_id").agg(
+            requests=("request_id", "size"),
+            errors=("error", "sum"),
+            clicks=("n_clicks", "sum"),
+            purchases=("n_purchases", "sum"),
+            revenue=("revenue", "sum"),
+            out_of_stock=("n_out_of_stock", "sum"),
+            user_segment=("user_segment", "min"),  # segment at first sight: cold-start users stay cold-start
+            device=("device", lambda s: s.mode().iat[0]),
+            daypart=("daypart", lambda s: s.mode().iat[0]),
+        )
+        requests = per_user["requests"].to_numpy(float)
+        metrics = {
+            "requests": requests,
+            "errors": per_user["errors"].to_numpy(float),
+            "clicks": per_user["clicks"].to_numpy(float),
+            "purchases": per_user["purchases"].to_numpy(float),
+            "revenue": per_user["revenue"].to_numpy(float),
+            "impressions": requests * slate_k,
+            "revenue_per_user": per_user["revenue"].to_numpy(float),
+            "clicks_per_user": per_user["clicks"].to_numpy(float),
+            "out_of_stock_share": per_user["out_of_stock"].to_numpy(float) / (requests * slate_k),
+        }
+        samples[ARM_NAMES[int(code)]] = ArmSample(
+            user_ids=per_user.index.to_numpy(),
+            metrics=metrics,
+            segments=_segment_masks(per_user),
+            requests={"latency_ms": rows["latency_ms"].to_numpy(float), "error": rows["error"].to_numpy(float)},
+        )
+    return samples, len(mixed)
+
+
+def _overlap(a: pd.Series, b: pd.Series) -> np.ndarray:
+    import json
+
+    left = np.array([json.loads(x) for x in a])
+    right = np.array([json.loads(x) for x in b])
+    k = left.shape[1]
+    # |A ∩ B| / k per request, vectorised through a sorted membership test.
+    right_sorted = np.sort(right, axis=1)
+    idx = np.clip(np.array([np.searchsorted(r, lft) for r, lft in zip(right_sorted, left, strict=True)]), 0, k - 1)
+    hits = np.take_along_axis(right_sorted, idx, axis=1) == left
+    return hits.sum(axis=1) / k
+
+
+def shadow_samples(frame: pd.DataFrame, slate_k: int = 10) -> dict[str, ArmSample]:
+    """Paired per-user evidence from mirrored traffic: what was served (champion) and what the candidate
+    would have shown (candidate), on the same requests and users."""
+    if frame.empty:
+        return {}
+    rows = frame[frame["shadow_items"].notna()].copy()
+    rows["overlap"] = _overlap(rows["items"], rows["shadow_items"])
+    rows["daypart"] = rows["hour"] // 6
+    grouped = rows.groupby("user_id")
+    per_user = grouped.agg(
+        requests=("request_id", "size"),
+        champion_oos=("n_out_of_stock", "sum"),
+        candidate_oos=("shadow_n_out_of_stock", "sum"),
+        overlap=("overlap", "mean"),
+        user_segment=("user_segment", "min"),
+        device=("device", lambda s: s.mode().iat[0]),
+        daypart=("daypart", lambda s: s.mode().iat[0]),
+    )
+    slots = per_user["requests"].to_numpy(float) * slate_k
+    masks = _segment_masks(per_user)
+    users = per_user.index.to_numpy()
+    common = {"requests": per_user["requests"].to_numpy(float), "overlap@k": per_user["overlap"].to_numpy(float)}
+    champion = ArmSample(
+        user_ids=users,
+        metrics={**common, "out_of_stock_share": per_user["champion_oos"].to_numpy(float) / slots},
+        segments=masks,
+        requests={"latency_ms": rows["latency_ms"].to_numpy(float)},
+    )
+    cand_latency = rows["shadow_latency_ms"].to_numpy(float) if "shadow_latency_ms" in rows else np.array([])
+    candidate = ArmSample(
+        user_ids=users,
+        metrics={**common, "out_of_stock_share": per_user["candidate_oos"].to_numpy(float) / slots},
+        segments=masks,
+        requests={"latency_ms": cand_latency},
+    )
+    return {CHAMPION: champion, CANDIDATE: candidate}

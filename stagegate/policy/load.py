@@ -1,0 +1,107 @@
+"""Load and validate a policy file: every problem with the file, the field path and the reason.
+
+Nothing runs until a policy validates. Gate entries are validated by their own type's schema (found
+through the ``stagegate.gates`` entry points), so an unknown gate type or a misspelt gate field is caught
+here, not half-way through a canary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from stagegate.plugins import UnknownGateType, build_gate
+from stagegate.policy.schema import Policy
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field or '<top level>'}: {self.reason}"
+
+
+class PolicyError(ValueError):
+    """A policy that does not validate; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic puts the union member it tried into the location ("Approvals", "literal['auto']").
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith(("literal[", "function-")))
+
+
+def _pydantic_problems(file: str, exc: ValidationError, prefix: str = "") -> list[Problem]:
+    problems = []
+    errors = exc.errors()
+    for err in errors:
+        raw = tuple(err["loc"])
+        tags = [p for p in raw if _is_union_tag(p)]
+        # A mapping given where a union also allows a literal: the literal branch's complaint is noise.
+        if tags and str(tags[-1]).startswith("literal[") and len(errors) > 1 and isinstance(err.get("input"), dict):
+            continue
+        loc = _path(tuple(p for p in raw if not _is_union_tag(p)))
+        field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        problems.append(Problem(file, field, err["msg"]))
+    return problems
+
+
+def parse_policy(data: Any, file: str = "<policy>") -> Policy:
+    """Validate already-parsed policy data; raises PolicyError listing every problem."""
+    if not isinstance(data, dict):
+        raise PolicyError([Problem(file, "", f"expected a mapping at the top level, got {type(data).__name__}")])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_pydantic_problems(file, exc)) from None
+    problems: list[Problem] = []
+    for stage, index, spec in policy.gate_specs():
+        where = f"stages.{stage}.gates[{index}]"
+        try:
+            build_gate(spec)
+        except UnknownGateType as exc:
+            problems.append(Problem(file, f"{where}.type", str(exc)))
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(file, exc, prefix=where))
+        except (TypeError, ValueError) as exc:
+            problems.append(Problem(file, where, str(exc)))
+    if policy.approvals != "auto":
+        for stage, config in policy.stages.configured():
+            if getattr(config, "approval", None) and not policy.approvals.approvers:
+                problems.append(Problem(file, f"stages.{stage}.approval", "approval point but no approvers"))
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy YAML file; raises PolicyError naming the file, field and reason."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError([Problem(file, "", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PolicyError([Problem(file, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_policy(data, file)

@@ -1,0 +1,106 @@
+"""The promotion policy: which stages a candidate goes through and which gates decide at each.
+
+A policy is data (YAML in policies/). This schema refuses anything it does not know (``extra="forbid"``),
+so a misspelt field is an error, never a silently ignored setting. Gate entries are validated against
+their own gate type's schema by :func:`stagegate.policy.load.load_policy`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stagegate.policy.durations import Duration
+
+STAGE_ORDER = ("offline", "simulation", "shadow", "canary", "rollout")
+StageName = Literal["offline", "simulation", "shadow", "canary", "rollout"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Approvals(_Strict):
+    """Who may approve, and what happens when nobody answers in time (default: reject)."""
+
+    approvers: list[str] = Field(min_length=1)
+    timeout: Duration = timedelta(hours=24)
+    on_timeout: Literal["reject"] = "reject"
+
+
+class _Stage(_Strict):
+    gates: list[dict[str, Any]] = Field(default_factory=list)
+    # Approval points: the flow pauses for a named approver before this stage starts.
+    approval: Literal["before"] | None = None
+
+
+class OfflineStage(_Stage):
+    expectations: str | None = Field(default=None, description="expectation suite for the evaluation data")
+    k: int = Field(default=10, ge=1, le=100)
+    label: Literal["click", "purchase"] = "click"
+    bootstrap_resamples: int = Field(default=2000, ge=200)
+
+
+class SimulationStage(_Stage):
+    days: int = Field(default=7, ge=1, le=90)
+    estimator: Literal["ips", "snips", "dr", "pbm"] = "snips"
+
+
+class ShadowStage(_Stage):
+    min_requests: int = Field(default=5000, ge=1)
+    max_hours: float = Field(default=48.0, gt=0)
+    batch_hours: float = Field(default=2.0, gt=0)
+
+
+class CanaryStep(_Strict):
+    weight: float = Field(gt=0, le=100, description="percent of users on the candidate")
+    min_users: int | None = Field(default=None, ge=1, description="candidate users before the step may end")
+    max_hours: float | None = Field(default=None, gt=0)
+
+
+class CanaryStage(_Stage):
+    steps: list[CanaryStep] = Field(min_length=1)
+    batch_hours: float = Field(default=2.0, gt=0)
+    max_hours_per_step: float = Field(default=72.0, gt=0)
+    approval: Literal["before", "before_rollout"] | None = None
+
+    @model_validator(mode="after")
+    def _weights_increase(self) -> CanaryStage:
+        weights = [step.weight for step in self.steps]
+        if any(b <= a for a, b in zip(weights, weights[1:], strict=False)):
+            raise ValueError(f"canary step weights must increase strictly, got {weights}")
+        return self
+
+
+class RolloutStage(_Stage):
+    bake: Duration = timedelta(minutes=10)
+    holdback: float = Field(default=0.0, ge=0.0, lt=0.5, description="share kept on the old champion")
+    batch_hours: float = Field(default=2.0, gt=0)
+
+
+class Stages(_Strict):
+    offline: OfflineStage | None = None
+    simulation: SimulationStage | None = None
+    shadow: ShadowStage | None = None
+    canary: CanaryStage | None = None
+    rollout: RolloutStage = Field(default_factory=RolloutStage)
+
+    def configured(self) -> list[tuple[str, _Stage]]:
+        """The stages this policy runs, in pipeline order."""
+        return [(name, getattr(self, name)) for name in STAGE_ORDER if getattr(self, name) is not None]
+
+
+class Policy(_Strict):
+    model: str = Field(min_length=1, description="registered model name in MLflow")
+    baseline: str = Field(default="champion", description="alias of the incumbent")
+    # With no incumbent (the very first model), relative gates cannot run. Refusing is the safe default;
+    # ``absolute_only`` skips them explicitly and says so in the report.
+    on_missing_baseline: Literal["refuse", "absolute_only"] = "refuse"
+    approvals: Approvals | Literal["auto"] = "auto"
+    stages: Stages
+
+    def gate_specs(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """(stage, index, spec) for every gate entry, in pipeline order."""
+        return [(name, i, spec) for name, stage in self.stages.configured() for i, spec in enumerate(stage.gates)]

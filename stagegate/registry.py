@@ -1,0 +1,91 @@
+"""The model registry (MLflow): versions, the champion/candidate/previous aliases, status tags.
+
+Aliases say who serves; model-version tags say where each version got to and why:
+``stagegate.stage`` (the last stage entered), ``stagegate.status`` (registered, in_progress, promoted,
+rejected, rolled_back, aborted) and ``stagegate.reason``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+CHAMPION_ALIAS = "champion"
+CANDIDATE_ALIAS = "candidate"
+PREVIOUS_ALIAS = "previous"
+TAG_STAGE = "stagegate.stage"
+TAG_STATUS = "stagegate.status"
+TAG_REASON = "stagegate.reason"
+TAG_PROMOTION = "stagegate.promotion_id"
+
+
+class RegistryError(LookupError):
+    """A model, version or alias that does not exist (the message names it)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+    aliases: list[str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+class Registry:
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @staticmethod
+    def _info(mv: Any) -> VersionInfo:
+        return VersionInfo(mv.name, str(mv.version), mv.source, mv.run_id, dict(mv.tags or {}), list(mv.aliases or []))
+
+    def get_version(self, model: str, version: str | int) -> VersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(model)
+        except MlflowException:
+            raise RegistryError(f"registered model {model!r} does not exist at {self.tracking_uri}") from None
+        try:
+            return self._info(self.client.get_model_version(model, str(version)))
+        except MlflowException:
+            raise RegistryError(f"model {model!r} has no version {version!r}") from None
+
+    def get_alias(self, model: str, alias: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._info(self.client.get_model_version_by_alias(model, alias))
+        except MlflowException:
+            return None
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model, alias, str(version))
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_alias(model, alias)
+        except MlflowException:
+            pass  # already absent: the desired end state
+
+    def tag(self, model: str, version: str, **tags: str) -> None:
+        names = {"stage": TAG_STAGE, "status": TAG_STATUS, "reason": TAG_REASON, "promotion_id": TAG_PROMOTION}
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model, str(version), names.get(key, key), str(value)[:5000])
+
+    def versions(self, model: str) -> list[VersionInfo]:
+        return sorted(
+            (self._info(mv) for mv in self.client.search_model_versions(f"name='{model}'")),
+            key=lambda v: int(v.version),
+        )

@@ -1,0 +1,115 @@
+"""The services one promotion talks to, built from the workspace: registry, traffic, events, the world.
+
+The embedded default serves traffic from the simulated live world in this process; the world's state is
+pickled in the workspace after every served window so that the next process continues the same world.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from stagegate.events.store import EventStore
+from stagegate.models.base import Ranker
+from stagegate.registry import Registry
+from stagegate.traffic import FileTrafficController, Split
+from stagegate.workspace import Workspace
+from stagegate.world.schema import ServedBatch
+
+
+class WorkspaceNotReady(RuntimeError):
+    """The workspace has no world or history yet (run `stagegate world init` or `stagegate demo`)."""
+
+
+@dataclass
+class Runtime:
+    workspace: Workspace
+    _rankers: dict[str, Ranker] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        return cls(Workspace.from_env())
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.workspace.mlflow_uri)
+
+    @cached_property
+    def traffic(self) -> FileTrafficController:
+        return FileTrafficController(self.workspace.traffic_path)
+
+    @cached_property
+    def events(self) -> EventStore:
+        return EventStore(self.workspace.events_url)
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        if not self.workspace.manifest_path.exists():
+            raise WorkspaceNotReady(f"no world in {self.workspace.root}: run `stagegate world init` first")
+        return json.loads(self.workspace.manifest_path.read_text(encoding="utf-8"))
+
+    @cached_property
+    def world(self) -> Any:
+        if not self.workspace.world_path.exists():
+            raise WorkspaceNotReady(f"no world state at {self.workspace.world_path}")
+        with self.workspace.world_path.open("rb") as fh:
+            return pickle.load(fh)
+
+    def save_world(self) -> None:
+        tmp = self.workspace.world_path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(self.world, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(self.workspace.world_path)
+
+    @cached_property
+    def history(self) -> ServedBatch:
+        from stagegate.datasets import load_batch
+
+        return load_batch(self.workspace.history_path)
+
+    def holdout(self) -> ServedBatch:
+        """The logged requests after the training cut-off: the offline stage's evaluation data."""
+        from stagegate.datasets import select
+
+        return select(self.history, self.history.context.t >= float(self.manifest["holdout_start_day"]))
+
+    def training_log(self) -> ServedBatch:
+        from stagegate.datasets import select
+
+        return select(self.history, self.history.context.t < float(self.manifest["holdout_start_day"]))
+
+    def ranker(self, model: str, version: str) -> Ranker:
+        key = f"{model}/{version}"
+        if key not in self._rankers:
+            from stagegate.models.pyfunc import load_ranker
+
+            self._rankers[key] = load_ranker(f"models:/{model}/{version}", tracking_uri=self.workspace.mlflow_uri)
+        return self._rankers[key]
+
+    def serve(self, model: str, split: Split, hours: float) -> ServedBatch:
+        """Serve ``hours`` of live traffic under ``split`` and persist the world's new state."""
+        if split.champion is None:
+            raise RuntimeError("no champion is serving: refusing to serve traffic")
+        champion = self.ranker(model, split.champion)
+        candidate = self.ranker(model, split.candidate) if split.candidate else None
+        batch = self.world.serve(
+            champion,
+            candidate=candidate if split.candidate_weight > 0 else None,
+            candidate_share=split.candidate_weight if candidate is not None else 0.0,
+            hours=hours,
+            shadow=candidate if split.shadow else None,
+        )
+        self.save_world()
+        return batch
+
+
+def ensure_finite(name: str, values: np.ndarray) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0 or not np.isfinite(arr).all():
+        raise ValueError(f"{name}: empty or non-finite values")
+    return arr
