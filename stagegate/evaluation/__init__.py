@@ -26,6 +26,7 @@ from stagegate.evaluation.ope import (
     ope_metric_name,
     paired_ope_evidence,
     pbm_ips,
+    rips,
     snips,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "paired_offline_evidence",
     "paired_ope_evidence",
     "pbm_ips",
+    "rips",
     "served_batch_to_frame",
     "snips",
     "validate_frame",

@@ -204,7 +204,9 @@ def load_suite(path: str | Path) -> tuple[str, list[ExpectationSpec]]:
     if isinstance(doc, Mapping):
         unknown = set(doc) - {"name", "expectations"}
         if unknown:
-            raise SuiteFormatError(f"{path}: unknown top-level keys {sorted(unknown)} (allowed: name, expectations)")
+            raise SuiteFormatError(
+                f"{path}: unknown top-level keys {sorted(unknown)} (allowed: name, expectations)"
+            )
         name = str(doc.get("name", name))
         entries = doc.get("expectations")
     else:
@@ -215,10 +217,14 @@ def load_suite(path: str | Path) -> tuple[str, list[ExpectationSpec]]:
     for i, entry in enumerate(entries):
         where = f"{path}: entry {i}"
         if not isinstance(entry, Mapping):
-            raise SuiteFormatError(f"{where}: expected a mapping with 'expectation' and 'kwargs', got {entry!r}")
+            raise SuiteFormatError(
+                f"{where}: expected a mapping with 'expectation' and 'kwargs', got {entry!r}"
+            )
         unknown = set(entry) - _ENTRY_KEYS
         if unknown:
-            raise SuiteFormatError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(_ENTRY_KEYS)})")
+            raise SuiteFormatError(
+                f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(_ENTRY_KEYS)})"
+            )
         exp = entry.get("expectation")
         if not isinstance(exp, str) or not exp:
             raise SuiteFormatError(f"{where}: missing 'expectation' (a gx.expectations class name)")
@@ -253,7 +259,8 @@ def build_suite(path: str | Path, context: Any = None) -> Any:
         cls = getattr(gx.expectations, spec.expectation, None)
         if not (isinstance(cls, type) and issubclass(cls, gx.expectations.Expectation)):
             raise SuiteFormatError(
-                f"{path}: entry {spec.entry}: unknown expectation {spec.expectation!r} (not in gx.expectations)"
+                f"{path}: entry {spec.entry}: unknown expectation {spec.expectation!r} "
+                "(not in gx.expectations)"
             )
         try:
             suite.add_expectation(cls(**spec.kwargs))

@@ -125,7 +125,9 @@ def rerank(
         elif source == "scores":
             s = np.asarray(ranker.scores(ctx), dtype=float)
             if s.shape != (ctx.n, n_items):
-                raise ValueError(f"{_name(ranker)}.scores returned shape {s.shape}, expected {(ctx.n, n_items)}")
+                raise ValueError(
+                    f"{_name(ranker)}.scores returned shape {s.shape}, expected {(ctx.n, n_items)}"
+                )
             top = np.argpartition(-s, k - 1, axis=1)[:, :k]
             order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
             slate = np.take_along_axis(top, order, axis=1)

@@ -99,7 +99,7 @@ def calibration_kl(
     categories have q > 0; every other category contributes p·log2(1/α), so the sum is taken sparsely:
     C_KL = log2(1/α)(1 − Σ_{g∈S} p_g) + Σ_{g∈S} p_g log2(p_g / ((1−α)q_g + αp_g)), S = slate categories.
     """
-    n, k = rec_categories.shape
+    k = rec_categories.shape[1]
     srt = np.sort(rec_categories, axis=1)
     first = np.ones_like(srt, dtype=bool)
     first[:, 1:] = srt[:, 1:] != srt[:, :-1]

@@ -144,7 +144,10 @@ def evaluate_offline(
             m.calibration_kl(cat.category[rec], users.inverse, p_user, calibration_alpha),
             None,
         ),
-        f"freshness@{k}": (m.freshness(serving_state(batches, rec, "item_age_days"), freshness_tau_days), None),
+        f"freshness@{k}": (
+            m.freshness(serving_state(batches, rec, "item_age_days"), freshness_tau_days),
+            None,
+        ),
         "out_of_stock_share": (m.out_of_stock_share(serving_state(batches, rec, "in_stock")), None),
     }
 

@@ -14,7 +14,9 @@ import itertools
 import numpy as np
 
 
-def sample_slates(scores: np.ndarray, k: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
+def sample_slates(
+    scores: np.ndarray, k: int, rng: np.random.Generator, temperature: float = 1.0
+) -> np.ndarray:
     """``(n, k)`` slates drawn from Plackett–Luce(scores / temperature), one per row of ``scores``."""
     z = np.asarray(scores, dtype=float) / temperature + rng.gumbel(size=np.shape(scores))
     top = np.argpartition(-z, k - 1, axis=1)[:, :k]

@@ -10,6 +10,8 @@ averaged over the two equally likely types.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from stagegate.evaluation.plackett_luce import exact_marginals, sample_slates
@@ -48,7 +50,18 @@ def simulate(rng: np.random.Generator, n_users: int = 500, requests_per_user: in
     purchases = clicks & (rng.random((n, K)) < CONVERT[slates])
     revenue = (purchases * PRICE[slates]).sum(axis=1)
     ctx = context(n, N_ITEMS, user_id=user, user_segment=seg)
-    return batch(ctx, slates, clicks=clicks, purchases=purchases, pscore=pscore, revenue=revenue)
+    served = batch(ctx, slates, clicks=clicks, purchases=purchases, pscore=pscore, revenue=revenue)
+    return replace(served, pscore_prefix=prefix_probabilities(LOGGER_SCORES[seg], slates))
+
+
+def prefix_probabilities(scores: np.ndarray, slates: np.ndarray) -> np.ndarray:
+    """(n, K) exact Plackett–Luce probabilities of each logged slate's prefix a(1..k)."""
+    w = np.exp(scores)
+    chosen = np.take_along_axis(w, slates, axis=1)
+    remaining = w.sum(axis=1, keepdims=True) - np.concatenate(
+        [np.zeros((len(w), 1)), np.cumsum(chosen, axis=1)[:, :-1]], axis=1
+    )
+    return np.cumprod(chosen / remaining, axis=1)
 
 
 def logger_marginals_of(log: ServedBatch) -> np.ndarray:

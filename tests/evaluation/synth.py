@@ -95,7 +95,9 @@ def batch(
     )
 
 
-def catalog(embeddings: np.ndarray, categories: list | np.ndarray, price: np.ndarray | None = None) -> pd.DataFrame:
+def catalog(
+    embeddings: np.ndarray, categories: list | np.ndarray, price: np.ndarray | None = None
+) -> pd.DataFrame:
     emb = np.asarray(embeddings, dtype=float)
     df = pd.DataFrame({f"emb_{j}": emb[:, j] for j in range(emb.shape[1])})
     df.insert(0, "item_id", np.arange(len(emb)))
