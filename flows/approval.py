@@ -38,9 +38,13 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
     logger = get_run_logger()
     approvals = ctx.policy.approvals
     if approvals == "auto":
-        rt.events.transition(ctx.promotion_id, "approval_granted", f"{point}: automatic approval (policy approvals: auto)")
+        rt.events.transition(
+            ctx.promotion_id, "approval_granted", f"{point}: automatic approval (policy approvals: auto)"
+        )
         return ApprovalResult(True, None, "automatic approval")
-    rt.events.transition(ctx.promotion_id, "awaiting_approval", f"{point}: waiting for one of {approvals.approvers}")
+    rt.events.transition(
+        ctx.promotion_id, "awaiting_approval", f"{point}: waiting for one of {approvals.approvers}"
+    )
     deadline = time.monotonic() + approvals.timeout.total_seconds()
     description = (
         f"### Approve {ctx.model} v{ctx.version} ({point})?\n\n{evidence_note}\n\n"
@@ -55,12 +59,19 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
             break
         if answer.approver not in approvals.approvers:
             logger.warning("refused an answer from %r: not an approver in the policy", answer.approver)
-            rt.events.transition(ctx.promotion_id, "awaiting_approval",
-                                 f"{point}: refused answer from {answer.approver!r} (not on the approver list)")
+            rt.events.transition(
+                ctx.promotion_id,
+                "awaiting_approval",
+                f"{point}: refused answer from {answer.approver!r} (not on the approver list)",
+            )
             continue
         verb = "approved" if answer.approve else "rejected"
         state = "approval_granted" if answer.approve else "approval_denied"
-        rt.events.transition(ctx.promotion_id, state, f"{point}: {verb} by {answer.approver}: {answer.reason}")
+        rt.events.transition(
+            ctx.promotion_id, state, f"{point}: {verb} by {answer.approver}: {answer.reason}"
+        )
         return ApprovalResult(answer.approve, answer.approver, answer.reason)
-    rt.events.transition(ctx.promotion_id, "approval_timed_out", f"{point}: no approval within {approvals.timeout}")
+    rt.events.transition(
+        ctx.promotion_id, "approval_timed_out", f"{point}: no approval within {approvals.timeout}"
+    )
     return ApprovalResult(False, None, f"no approval within {approvals.timeout} ({approvals.on_timeout})")

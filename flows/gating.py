@@ -29,7 +29,9 @@ def stage_gates(ctx: PromotionContext, stage: str) -> list:
     if ctx.absolute_only:
         skipped = [g.name for g in gates if getattr(g, "needs_baseline", False)]
         if skipped:
-            get_run_logger().warning("no %s: skipping baseline gates %s (absolute_only)", ctx.policy.baseline, skipped)
+            get_run_logger().warning(
+                "no %s: skipping baseline gates %s (absolute_only)", ctx.policy.baseline, skipped
+            )
         gates = [g for g in gates if not getattr(g, "needs_baseline", False)]
     return gates
 
@@ -61,7 +63,14 @@ def judge(
         PromotionTracker(rt.workspace.mlflow_uri, ctx.model).log_look(stage_run_id, result.judged, step=look)
     logger = get_run_logger()
     for j in result.judged:
-        logger.info("[%s step %d look %d] %s %s: %s", stage, step, look, j.verdict.outcome, j.verdict.gate,
-                    j.verdict.message)
+        logger.info(
+            "[%s step %d look %d] %s %s: %s",
+            stage,
+            step,
+            look,
+            j.verdict.outcome,
+            j.verdict.gate,
+            j.verdict.message,
+        )
     logger.info("[%s] decision: %s (%s)", stage, result.decision, result.reason)
     return result

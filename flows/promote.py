@@ -11,11 +11,11 @@ Either way traffic returns to 100% champion and the champion alias stays (or goe
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from pydantic import BaseModel
 
 from flows.approval import wait_for_approval
 from flows.context import PromotionContext, runtime
@@ -61,29 +61,47 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
     rt.registry.get_version(model, version)  # RegistryError names the missing model or version
     champion = rt.registry.get_alias(model, policy.baseline)
     if champion is None and policy.on_missing_baseline == "refuse":
-        raise LookupError(f"model {model!r} has no {policy.baseline!r} alias and {policy_path} says "
-                          "on_missing_baseline: refuse")
+        raise LookupError(
+            f"model {model!r} has no {policy.baseline!r} alias and {policy_path} says "
+            "on_missing_baseline: refuse"
+        )
     if champion is not None and champion.version == str(version):
         raise ValueError(f"version {version} of {model!r} is already the {policy.baseline}")
     open_ones = [p for p in rt.events.promotions(model, open_only=True)]
     if open_ones:
-        raise RuntimeError(f"promotion {open_ones[0]['id']} of {model!r} is still in progress "
-                           f"({open_ones[0]['state']}); reconcile it first")
+        raise RuntimeError(
+            f"promotion {open_ones[0]['id']} of {model!r} is still in progress "
+            f"({open_ones[0]['state']}); reconcile it first"
+        )
     flow_run = get_run_context().flow_run if hasattr(get_run_context(), "flow_run") else None
     promotion_id = rt.events.open_promotion(
-        model=model, version=str(version), policy_path=policy_path, policy=policy.model_dump(mode="json"),
+        model=model,
+        version=str(version),
+        policy_path=policy_path,
+        policy=policy.model_dump(mode="json"),
         champion_version=champion.version if champion else None,
         flow_run_id=str(flow_run.id) if flow_run else None,
     )
     tracker = PromotionTracker(rt.workspace.mlflow_uri, model)
-    run_id = tracker.start_promotion(model=model, version=str(version), promotion_id=promotion_id,
-                                     policy=policy.model_dump(mode="json"), policy_path=policy_path)
+    run_id = tracker.start_promotion(
+        model=model,
+        version=str(version),
+        promotion_id=promotion_id,
+        policy=policy.model_dump(mode="json"),
+        policy_path=policy_path,
+    )
     rt.events.set_mlflow_run(promotion_id, run_id)
     rt.registry.set_alias(model, CANDIDATE_ALIAS, str(version))
     rt.registry.tag(model, str(version), status="in_progress", promotion_id=promotion_id, stage="registered")
-    return PromotionContext(promotion_id=promotion_id, model=model, version=str(version),
-                            champion_version=champion.version if champion else None, policy=policy,
-                            policy_path=policy_path, mlflow_run_id=run_id)
+    return PromotionContext(
+        promotion_id=promotion_id,
+        model=model,
+        version=str(version),
+        champion_version=champion.version if champion else None,
+        policy=policy,
+        policy_path=policy_path,
+        mlflow_run_id=run_id,
+    )
 
 
 @task(name="roll-back", retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE)
@@ -146,7 +164,10 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
             continue
         last_stage = stage
         needs_approval = getattr(config, "approval", None) == "before"
-        if needs_approval and not (answer := wait_for_approval(ctx, f"before {stage}", _evidence_note(ctx))).approved:
+        if (
+            needs_approval
+            and not (answer := wait_for_approval(ctx, f"before {stage}", _evidence_note(ctx))).approved
+        ):
             final, reason = _failure_outcome(stage), f"approval before {stage} refused: {answer.reason}"
             break
         try:
@@ -157,10 +178,14 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
         outcomes.append(outcome)
         if outcome.decision is Decision.HOLD and ctx.policy.approvals == "auto":
             final = _failure_outcome(stage)
-            reason = f"{stage} asks for a human ({outcome.reason}), but approvals are automatic: failing closed"
+            reason = (
+                f"{stage} asks for a human ({outcome.reason}), but approvals are automatic: failing closed"
+            )
             break
         if outcome.decision is Decision.HOLD:
-            answer = wait_for_approval(ctx, f"hold in {stage}", f"The {stage} stage asks for a human: {outcome.reason}")
+            answer = wait_for_approval(
+                ctx, f"hold in {stage}", f"The {stage} stage asks for a human: {outcome.reason}"
+            )
             if not answer.approved:
                 final, reason = _failure_outcome(stage), f"{stage} held and not approved: {outcome.reason}"
                 break
@@ -185,8 +210,13 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
     create_markdown_artifact(key="promotion-summary", markdown=markdown, description=f"{model} v{version}")
     logger.info("promotion of %s v%s: %s (%s)", model, version, final, reason)
     return PromotionResult(
-        promotion_id=ctx.promotion_id, model=model, version=str(version), outcome=final, stage=last_stage,
-        reason=reason, mlflow_run_id=ctx.mlflow_run_id,
+        promotion_id=ctx.promotion_id,
+        model=model,
+        version=str(version),
+        outcome=final,
+        stage=last_stage,
+        reason=reason,
+        mlflow_run_id=ctx.mlflow_run_id,
         stages=[{"stage": o.stage, "decision": o.decision.value, "reason": o.reason} for o in outcomes],
     )
 

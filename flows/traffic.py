@@ -22,6 +22,11 @@ def serve_window(ctx: PromotionContext, stage: str, step: int, hours: float) -> 
     rt = runtime()
     split = rt.traffic.get_split()
     batch = rt.serve(ctx.model, split, hours)
-    rt.events.append_batch(batch, promotion_id=ctx.promotion_id, stage=stage, step=step,
-                           versions=(split.champion, split.candidate))
+    rt.events.append_batch(
+        batch,
+        promotion_id=ctx.promotion_id,
+        stage=stage,
+        step=step,
+        versions=(split.champion, split.candidate),
+    )
     return batch

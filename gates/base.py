@@ -1,8 +1,8 @@
 """The gate protocol: evidence in, verdict out. Pure: no Prefect, no MLflow, no I/O.
 
-A gate type is a subclass of :class:`Gate` with a pydantic ``Config`` (its policy fields). The policy names
-the type; :mod:`stagegate.plugins` finds the class through the ``stagegate.gates`` entry-point group, where the
-built-ins are registered exactly as a third party's gates would be.
+A gate type is a subclass of :class:`Gate` with a pydantic ``Config`` (its policy fields). The policy
+names the type; :mod:`stagegate.plugins` finds the class through the ``stagegate.gates`` entry-point
+group, where the built-ins are registered exactly as a third party's gates would be.
 
 Failing closed is built in: :meth:`Gate.evaluate` turns any data problem (a missing metric or arm, NaN,
 empty input) into an ERROR verdict that names it, so a broken metric can never read as a PASS.

@@ -47,7 +47,9 @@ def _mean_interval(values: np.ndarray, z: float) -> tuple[float, float, float]:
     return mean, mean - z * se, mean + z * se
 
 
-def _ratio_interval(num: np.ndarray, den: np.ndarray, z: float, confidence: float) -> tuple[float, float, float]:
+def _ratio_interval(
+    num: np.ndarray, den: np.ndarray, z: float, confidence: float
+) -> tuple[float, float, float]:
     total_den = den.sum()
     if total_den <= 0:
         raise EvidenceError("ratio denominator sums to zero")
@@ -78,7 +80,9 @@ class GuardrailGate(Gate):
             num_name, den_name = RATIO_METRICS[cfg.metric]
             missing = [m for m in (num_name, den_name) if m not in arm.metrics]
             if missing:
-                raise EvidenceError(f"{cfg.metric} needs per-user {' and '.join(missing)}, not in the evidence")
+                raise EvidenceError(
+                    f"{cfg.metric} needs per-user {' and '.join(missing)}, not in the evidence"
+                )
             num = clean(arm.metric(num_name, cfg.segment), f"{num_name} ({cfg.arm})", cfg.min_users)
             den = clean(arm.metric(den_name, cfg.segment), f"{den_name} ({cfg.arm})", cfg.min_users)
             return (*_ratio_interval(num, den, z, cfg.confidence), num.size)
@@ -96,10 +100,25 @@ class GuardrailGate(Gate):
             limit, breached, safe, side = cfg.min, high < cfg.min, low >= cfg.min, "minimum"
         interval = f"{value:.4g} ({cfg.confidence:.0%} CI {low:.4g} to {high:.4g})"
         if breached:
-            outcome, message = Outcome.FAIL, f"{cfg.metric} is {interval}: breach of the {side} {limit:g} proven"
+            outcome, message = (
+                Outcome.FAIL,
+                f"{cfg.metric} is {interval}: breach of the {side} {limit:g} proven",
+            )
         elif safe:
             outcome, message = Outcome.PASS, f"{cfg.metric} is {interval}: within the {side} {limit:g}"
         else:
-            outcome, message = Outcome.INCONCLUSIVE, f"{cfg.metric} is {interval}: not yet clear of the {side} {limit:g}"
-        return Verdict(self.name, outcome, message, metric=cfg.metric, statistic=value, threshold=limit, n=n,
-                       ci_low=low, ci_high=high)
+            outcome, message = (
+                Outcome.INCONCLUSIVE,
+                f"{cfg.metric} is {interval}: not yet clear of the {side} {limit:g}",
+            )
+        return Verdict(
+            self.name,
+            outcome,
+            message,
+            metric=cfg.metric,
+            statistic=value,
+            threshold=limit,
+            n=n,
+            ci_low=low,
+            ci_high=high,
+        )

@@ -46,15 +46,32 @@ class RelativeGate(Gate):
     def _evaluate(self, evidence: Evidence) -> Verdict:
         cfg = self.config
         seg = f" on {cfg.segment} users" if cfg.segment else ""
-        cand = clean(evidence.arm(CANDIDATE).metric(cfg.metric, cfg.segment), f"{cfg.metric}{seg} (candidate)", cfg.min_users)
-        champ = clean(evidence.arm(CHAMPION).metric(cfg.metric, cfg.segment), f"{cfg.metric}{seg} (champion)", cfg.min_users)
+        cand = clean(
+            evidence.arm(CANDIDATE).metric(cfg.metric, cfg.segment),
+            f"{cfg.metric}{seg} (candidate)",
+            cfg.min_users,
+        )
+        champ = clean(
+            evidence.arm(CHAMPION).metric(cfg.metric, cfg.segment),
+            f"{cfg.metric}{seg} (champion)",
+            cfg.min_users,
+        )
         boot = paired_bootstrap if evidence.paired else unpaired_bootstrap
-        res = boot(cand, champ, relative=cfg.relative, confidence=cfg.confidence, n_resamples=cfg.n_resamples, seed=cfg.seed)
+        res = boot(
+            cand,
+            champ,
+            relative=cfg.relative,
+            confidence=cfg.confidence,
+            n_resamples=cfg.n_resamples,
+            seed=cfg.seed,
+        )
         sign = 1.0 if cfg.direction == "increase" else -1.0
         est, low, high = sign * res.statistic, *sorted((sign * res.ci_low, sign * res.ci_high))
         unit = "relative change" if cfg.relative else "change"
-        interval = f"{unit} {est:+.2%} ({cfg.confidence:.0%} CI {low:+.2%} to {high:+.2%})" if cfg.relative else (
-            f"{unit} {est:+.4g} ({cfg.confidence:.0%} CI {low:+.4g} to {high:+.4g})"
+        interval = (
+            f"{unit} {est:+.2%} ({cfg.confidence:.0%} CI {low:+.2%} to {high:+.2%})"
+            if cfg.relative
+            else (f"{unit} {est:+.4g} ({cfg.confidence:.0%} CI {low:+.4g} to {high:+.4g})")
         )
         if low >= cfg.min_change:
             outcome, verb = Outcome.PASS, "at or above"
@@ -64,7 +81,18 @@ class RelativeGate(Gate):
             outcome, verb = Outcome.INCONCLUSIVE, "straddling"
         message = f"{cfg.metric}{seg}: {interval}, {verb} the allowed {cfg.min_change:+g}"
         return Verdict(
-            self.name, outcome, message, metric=cfg.metric, statistic=est, threshold=cfg.min_change,
-            n=int(res.n), ci_low=low, ci_high=high,
-            details={"paired": evidence.paired, "champion_mean": float(champ.mean()), "candidate_mean": float(cand.mean())},
+            self.name,
+            outcome,
+            message,
+            metric=cfg.metric,
+            statistic=est,
+            threshold=cfg.min_change,
+            n=int(res.n),
+            ci_low=low,
+            ci_high=high,
+            details={
+                "paired": evidence.paired,
+                "champion_mean": float(champ.mean()),
+                "candidate_mean": float(cand.mean()),
+            },
         )

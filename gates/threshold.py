@@ -52,7 +52,9 @@ class ThresholdGate(Gate):
         limit = cfg.min if too_low else cfg.max if too_high else (cfg.min if cfg.min is not None else cfg.max)
         if too_low or too_high:
             word = "below the minimum" if too_low else "above the maximum"
-            return self._verdict(Outcome.FAIL, value, limit, n, f"{self._what()} is {value:.4g}, {word} {limit:g}")
+            return self._verdict(
+                Outcome.FAIL, value, limit, n, f"{self._what()} is {value:.4g}, {word} {limit:g}"
+            )
         return self._verdict(Outcome.PASS, value, limit, n, f"{self._what()} is {value:.4g}, within limits")
 
     def _what(self) -> str:
@@ -60,4 +62,6 @@ class ThresholdGate(Gate):
         return f"{self.config.metric}{seg} ({self.config.arm})"
 
     def _verdict(self, outcome: Outcome, value: float, limit: float | None, n: int, message: str) -> Verdict:
-        return Verdict(self.name, outcome, message, metric=self.config.metric, statistic=value, threshold=limit, n=n)
+        return Verdict(
+            self.name, outcome, message, metric=self.config.metric, statistic=value, threshold=limit, n=n
+        )

@@ -26,7 +26,11 @@ def save_batch(batch: ServedBatch, path: str | Path) -> None:
 def load_batch(path: str | Path) -> ServedBatch:
     with np.load(path, allow_pickle=False) as data:
         ctx = RequestContext(**{f.name: data[f"ctx.{f.name}"] for f in dataclasses.fields(RequestContext)})
-        rest = {f.name: data[f.name] for f in dataclasses.fields(ServedBatch) if f.name != "context" and f.name in data}
+        rest = {
+            f.name: data[f.name]
+            for f in dataclasses.fields(ServedBatch)
+            if f.name != "context" and f.name in data
+        }
     return ServedBatch(context=ctx, **rest)
 
 
@@ -40,9 +44,15 @@ def select(batch: ServedBatch, mask: np.ndarray) -> ServedBatch:
             return value[mask]
         return value
 
-    ctx = dataclasses.replace(batch.context, **{
-        f.name: cut(getattr(batch.context, f.name)) for f in dataclasses.fields(RequestContext)
-        if f.name not in ("in_stock", "item_age_days")
-    })
-    rest = {f.name: cut(getattr(batch, f.name)) for f in dataclasses.fields(ServedBatch) if f.name != "context"}
+    ctx = dataclasses.replace(
+        batch.context,
+        **{
+            f.name: cut(getattr(batch.context, f.name))
+            for f in dataclasses.fields(RequestContext)
+            if f.name not in ("in_stock", "item_age_days")
+        },
+    )
+    rest = {
+        f.name: cut(getattr(batch, f.name)) for f in dataclasses.fields(ServedBatch) if f.name != "context"
+    }
     return dataclasses.replace(batch, context=ctx, **rest)

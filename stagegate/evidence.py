@@ -29,7 +29,8 @@ class ArmSample:
     user_ids: np.ndarray
     metrics: Mapping[str, np.ndarray]
     segments: Mapping[str, np.ndarray] = field(default_factory=dict)  # segment name -> bool mask over users
-    requests: Mapping[str, np.ndarray] = field(default_factory=dict)  # request-level series, e.g. latency_ms
+    # request-level series, e.g. latency_ms
+    requests: Mapping[str, np.ndarray] = field(default_factory=dict)
     pre_period: Mapping[str, np.ndarray] = field(default_factory=dict)  # per-user covariates for CUPED
 
     @property
@@ -37,7 +38,7 @@ class ArmSample:
         return len(self.user_ids)
 
     def metric(self, name: str, segment: str | None = None) -> np.ndarray:
-        """The per-user values of ``name`` (restricted to ``segment`` if given). KeyError names what is missing."""
+        """Per-user values of ``name`` (only ``segment`` if given); the KeyError names what is missing."""
         if name not in self.metrics:
             raise KeyError(f"metric {name!r} not in evidence (have: {sorted(self.metrics)})")
         values = np.asarray(self.metrics[name], dtype=float)
@@ -62,7 +63,9 @@ class Evidence:
 
     def arm(self, name: str) -> ArmSample:
         if name not in self.arms:
-            raise KeyError(f"arm {name!r} not in evidence for stage {self.stage!r} (have: {sorted(self.arms)})")
+            raise KeyError(
+                f"arm {name!r} not in evidence for stage {self.stage!r} (have: {sorted(self.arms)})"
+            )
         return self.arms[name]
 
     @property

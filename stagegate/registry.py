@@ -7,6 +7,7 @@ rejected, rolled_back, aborted) and ``stagegate.reason``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,9 @@ class Registry:
 
     @staticmethod
     def _info(mv: Any) -> VersionInfo:
-        return VersionInfo(mv.name, str(mv.version), mv.source, mv.run_id, dict(mv.tags or {}), list(mv.aliases or []))
+        return VersionInfo(
+            mv.name, str(mv.version), mv.source, mv.run_id, dict(mv.tags or {}), list(mv.aliases or [])
+        )
 
     def get_version(self, model: str, version: str | int) -> VersionInfo:
         from mlflow.exceptions import MlflowException
@@ -74,13 +77,16 @@ class Registry:
     def delete_alias(self, model: str, alias: str) -> None:
         from mlflow.exceptions import MlflowException
 
-        try:
+        with contextlib.suppress(MlflowException):  # already absent is the desired end state
             self.client.delete_registered_model_alias(model, alias)
-        except MlflowException:
-            pass  # already absent: the desired end state
 
     def tag(self, model: str, version: str, **tags: str) -> None:
-        names = {"stage": TAG_STAGE, "status": TAG_STATUS, "reason": TAG_REASON, "promotion_id": TAG_PROMOTION}
+        names = {
+            "stage": TAG_STAGE,
+            "status": TAG_STATUS,
+            "reason": TAG_REASON,
+            "promotion_id": TAG_PROMOTION,
+        }
         for key, value in tags.items():
             self.client.set_model_version_tag(model, str(version), names.get(key, key), str(value)[:5000])
 

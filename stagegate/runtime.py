@@ -88,7 +88,9 @@ class Runtime:
         if key not in self._rankers:
             from stagegate.models.pyfunc import load_ranker
 
-            self._rankers[key] = load_ranker(f"models:/{model}/{version}", tracking_uri=self.workspace.mlflow_uri)
+            self._rankers[key] = load_ranker(
+                f"models:/{model}/{version}", tracking_uri=self.workspace.mlflow_uri
+            )
         return self._rankers[key]
 
     def serve(self, model: str, split: Split, hours: float) -> ServedBatch:

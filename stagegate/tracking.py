@@ -32,12 +32,17 @@ class PromotionTracker:
         experiment = self.client.get_experiment_by_name(name)
         self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
 
-    def start_promotion(self, *, model: str, version: str, promotion_id: str, policy: Mapping[str, Any],
-                        policy_path: str) -> str:
+    def start_promotion(
+        self, *, model: str, version: str, promotion_id: str, policy: Mapping[str, Any], policy_path: str
+    ) -> str:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"promote {model} v{version}",
-            tags={"stagegate.promotion_id": promotion_id, "stagegate.model": model, "stagegate.version": version},
+            tags={
+                "stagegate.promotion_id": promotion_id,
+                "stagegate.model": model,
+                "stagegate.version": version,
+            },
         )
         run_id = run.info.run_id
         self.client.log_dict(run_id, dict(policy), "policy.json")
@@ -50,8 +55,11 @@ class PromotionTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=stage,
-            tags={"mlflow.parentRunId": parent_run_id, "stagegate.stage": stage,
-                  "stagegate.promotion_id": parent.data.tags.get("stagegate.promotion_id", "")},
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                "stagegate.stage": stage,
+                "stagegate.promotion_id": parent.data.tags.get("stagegate.promotion_id", ""),
+            },
         )
         return run.info.run_id
 

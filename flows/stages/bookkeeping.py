@@ -16,10 +16,15 @@ def begin(ctx: PromotionContext, stage: str) -> tuple[PromotionTracker, str]:
     return tracker, tracker.start_stage(ctx.mlflow_run_id, stage)
 
 
-def end(ctx: PromotionContext, stage: str, tracker: PromotionTracker, run_id: str, decision: Decision,
-        reason: str) -> StageOutcome:
+def end(
+    ctx: PromotionContext, stage: str, tracker: PromotionTracker, run_id: str, decision: Decision, reason: str
+) -> StageOutcome:
     rt = runtime()
     rows = rt.events.verdicts(ctx.promotion_id, stage)
-    tracker.finish_stage(run_id, rows.drop(columns=["id", "promotion_id"], errors="ignore").astype({"at": str}),
-                         decision.value, reason)
+    tracker.finish_stage(
+        run_id,
+        rows.drop(columns=["id", "promotion_id"], errors="ignore").astype({"at": str}),
+        decision.value,
+        reason,
+    )
     return StageOutcome(stage, decision, reason)

@@ -30,7 +30,9 @@ def canary_stage(ctx: PromotionContext) -> StageOutcome:
     total_looks = 0
     for step, spec in enumerate(config.steps, start=1):
         weight = spec.weight / 100.0
-        rt.events.transition(ctx.promotion_id, "canary", f"canary step {step}: {spec.weight:g}% of users", stage="canary")
+        rt.events.transition(
+            ctx.promotion_id, "canary", f"canary step {step}: {spec.weight:g}% of users", stage="canary"
+        )
         set_split(Split(champion=ctx.champion_version, candidate=ctx.version, candidate_weight=weight))
         max_hours = spec.max_hours or config.max_hours_per_step
         hours, look, history = 0.0, 0, ()
@@ -39,21 +41,45 @@ def canary_stage(ctx: PromotionContext) -> StageOutcome:
             hours, look, total_looks = hours + config.batch_hours, look + 1, total_looks + 1
             frame = rt.events.load_events(ctx.promotion_id, "canary", min_step=step)
             arms, mixed = arm_samples(frame[frame["step"] == step])
-            evidence = Evidence(stage="canary", arms=arms, allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
-                                look=look, history=history)
+            evidence = Evidence(
+                stage="canary",
+                arms=arms,
+                allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
+                look=look,
+                history=history,
+            )
             n_candidate = arms[CANDIDATE].n_users if CANDIDATE in arms else 0
             at_deadline = hours >= max_hours
-            result = judge(ctx, "canary", gates, evidence, step=step, look=look, at_deadline=at_deadline,
-                           enough_samples=n_candidate >= (spec.min_users or 1), stage_run_id=run_id)
-            tracker.log_metrics(run_id, {"candidate_users": n_candidate, "weight": weight, "mixed_users": mixed},
-                                step=total_looks)
+            result = judge(
+                ctx,
+                "canary",
+                gates,
+                evidence,
+                step=step,
+                look=look,
+                at_deadline=at_deadline,
+                enough_samples=n_candidate >= (spec.min_users or 1),
+                stage_run_id=run_id,
+            )
+            tracker.log_metrics(
+                run_id,
+                {"candidate_users": n_candidate, "weight": weight, "mixed_users": mixed},
+                step=total_looks,
+            )
             if result.decision is Decision.CONTINUE:
                 # Earlier looks keep only what sequential gates need: their per-look evidence.
                 history = (*history, evidence)
                 continue
             if result.decision is not Decision.ADVANCE:
-                return bookkeeping.end(ctx, "canary", tracker, run_id, result.decision,
-                                       f"step {step} ({spec.weight:g}%): {result.reason}")
+                return bookkeeping.end(
+                    ctx,
+                    "canary",
+                    tracker,
+                    run_id,
+                    result.decision,
+                    f"step {step} ({spec.weight:g}%): {result.reason}",
+                )
             break
-    return bookkeeping.end(ctx, "canary", tracker, run_id, Decision.ADVANCE,
-                           f"all {len(config.steps)} steps passed")
+    return bookkeeping.end(
+        ctx, "canary", tracker, run_id, Decision.ADVANCE, f"all {len(config.steps)} steps passed"
+    )

@@ -33,14 +33,25 @@ def offline_stage(ctx: PromotionContext) -> StageOutcome:
     kwargs = {"k": config.k, "label": config.label, "train_log": train}
     candidate = evaluate_offline(rt.ranker(ctx.model, ctx.version), holdout, catalog, **kwargs)
     if ctx.champion_version is None:
-        evidence = Evidence(stage="offline", arms={CANDIDATE: candidate.to_arm_sample()},
-                            scalars={CANDIDATE: dict(candidate.scalars)})
+        evidence = Evidence(
+            stage="offline",
+            arms={CANDIDATE: candidate.to_arm_sample()},
+            scalars={CANDIDATE: dict(candidate.scalars)},
+        )
     else:
         champion = evaluate_offline(rt.ranker(ctx.model, ctx.champion_version), holdout, catalog, **kwargs)
         evidence = paired_offline_evidence(champion, candidate)
         tracker.log_metrics(run_id, {f"champion.{m}": float(v.mean()) for m, v in champion.metrics.items()})
     tracker.log_metrics(run_id, {f"candidate.{m}": float(v.mean()) for m, v in candidate.metrics.items()})
 
-    result = judge(ctx, "offline", stage_gates(ctx, "offline"), evidence, step=0, look=1, at_deadline=True,
-                   stage_run_id=run_id)
+    result = judge(
+        ctx,
+        "offline",
+        stage_gates(ctx, "offline"),
+        evidence,
+        step=0,
+        look=1,
+        at_deadline=True,
+        stage_run_id=run_id,
+    )
     return bookkeeping.end(ctx, "offline", tracker, run_id, result.decision, result.reason)

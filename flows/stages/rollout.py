@@ -31,19 +31,38 @@ def rollout_stage(ctx: PromotionContext) -> StageOutcome:
         return bookkeeping.end(ctx, "rollout", tracker, run_id, Decision.ADVANCE, "no bake period")
 
     # Arms keep their meaning during the bake: arm 1 is the new model, arm 0 the old champion (holdback).
-    set_split(Split(champion=ctx.champion_version, candidate=ctx.version, candidate_weight=1.0 - config.holdback))
+    set_split(
+        Split(champion=ctx.champion_version, candidate=ctx.version, candidate_weight=1.0 - config.holdback)
+    )
     gates = stage_gates(ctx, "rollout")
     hours, look, history = 0.0, 0, ()
     while hours < bake_hours:
         serve_window(ctx, "rollout", 0, min(config.batch_hours, bake_hours - hours))
         hours, look = hours + config.batch_hours, look + 1
         arms, _ = arm_samples(rt.events.load_events(ctx.promotion_id, "rollout"))
-        evidence = Evidence(stage="rollout", arms=arms, look=look, history=history,
-                            allocation={CHAMPION: config.holdback, CANDIDATE: 1.0 - config.holdback})
-        result = judge(ctx, "rollout", gates, evidence, step=0, look=look, at_deadline=hours >= bake_hours,
-                       stage_run_id=run_id)
+        evidence = Evidence(
+            stage="rollout",
+            arms=arms,
+            look=look,
+            history=history,
+            allocation={CHAMPION: config.holdback, CANDIDATE: 1.0 - config.holdback},
+        )
+        result = judge(
+            ctx,
+            "rollout",
+            gates,
+            evidence,
+            step=0,
+            look=look,
+            at_deadline=hours >= bake_hours,
+            stage_run_id=run_id,
+        )
         if result.decision in (Decision.ROLLBACK, Decision.HOLD):
-            return bookkeeping.end(ctx, "rollout", tracker, run_id, result.decision, f"during bake: {result.reason}")
+            return bookkeeping.end(
+                ctx, "rollout", tracker, run_id, result.decision, f"during bake: {result.reason}"
+            )
         history = (*history, evidence)
     set_split(Split(champion=ctx.version))
-    return bookkeeping.end(ctx, "rollout", tracker, run_id, Decision.ADVANCE, f"baked {bake_hours:g}h without a breach")
+    return bookkeeping.end(
+        ctx, "rollout", tracker, run_id, Decision.ADVANCE, f"baked {bake_hours:g}h without a breach"
+    )

@@ -27,8 +27,17 @@ def shadow_stage(ctx: PromotionContext) -> StageOutcome:
     frame = rt.events.load_events(ctx.promotion_id, "shadow")
     evidence = Evidence(stage="shadow", arms=shadow_samples(frame), paired=True, look=look)
     tracker.log_metrics(run_id, {"requests": requests, "hours": hours})
-    result = judge(ctx, "shadow", stage_gates(ctx, "shadow"), evidence, step=0, look=look, at_deadline=True,
-                   enough_samples=requests >= config.min_requests, stage_run_id=run_id)
+    result = judge(
+        ctx,
+        "shadow",
+        stage_gates(ctx, "shadow"),
+        evidence,
+        step=0,
+        look=look,
+        at_deadline=True,
+        enough_samples=requests >= config.min_requests,
+        stage_run_id=run_id,
+    )
     decision = result.decision
     if decision is Decision.CONTINUE:  # cannot happen at the deadline; kept explicit for safety
         decision = Decision.HOLD

@@ -159,7 +159,7 @@ def futility_design(
             raise ValueError("solving the drift needs the last look at information 1.0")
 
         def final_gap(eta: float) -> float:
-            futility, spent = _futility_bounds(t, design.efficacy, beta_cum, eta, r, force_last=True)
+            spent = _futility_bounds(t, design.efficacy, beta_cum, eta, r, force_last=True)[1]
             return spent[-1] - beta
 
         # Type II error falls as the drift grows; the fixed-horizon drift is a lower bound for the root.
@@ -290,7 +290,8 @@ def _propagate(state: _State, t_prev: float, t_k: float, eta: float, a: float, b
     if z_prev.size == 0:
         return z[:0], z[:0]
     d = t_k - t_prev
-    x = (z[:, None] * np.sqrt(t_k) - z_prev[None, :] * np.sqrt(t_prev) - _mean_shift(t_prev, t_k, eta)) / np.sqrt(d)
+    shift = _mean_shift(t_prev, t_k, eta)
+    x = (z[:, None] * np.sqrt(t_k) - z_prev[None, :] * np.sqrt(t_prev) - shift) / np.sqrt(d)
     kernel = np.exp(-0.5 * x**2) / _SQRT_2PI * np.sqrt(t_k / d)
     return z, w * (kernel @ wh_prev)
 
@@ -298,16 +299,17 @@ def _propagate(state: _State, t_prev: float, t_k: float, eta: float, a: float, b
 def _grid(mean: float, a: float, b: float, r: int) -> tuple[np.ndarray, np.ndarray]:
     """Jennison & Turnbull (2000) §19.2.1 grid around ``mean``, trimmed to (a, b), with Simpson weights."""
     i = np.arange(1, 6 * r)
-    x = np.where(
-        i < r,
-        -3.0 - 4.0 * np.log(r / np.maximum(i, 1)),
-        np.where(i <= 5 * r, -3.0 + 3.0 * (i - r) / (2.0 * r), 3.0 + 4.0 * np.log(r / np.maximum(6 * r - i, 1))),
-    )
+    left = -3.0 - 4.0 * np.log(r / np.maximum(i, 1))
+    middle = -3.0 + 3.0 * (i - r) / (2.0 * r)
+    right = 3.0 + 4.0 * np.log(r / np.maximum(6 * r - i, 1))
+    x = np.where(i < r, left, np.where(i <= 5 * r, middle, right))
     x = mean + x
     if a >= b:
         return np.empty(0), np.empty(0)
     inside = x[(x > a) & (x < b)]
-    pts = np.concatenate([[a] if np.isfinite(a) and a > x[0] else [], inside, [b] if np.isfinite(b) and b < x[-1] else []])
+    head = [a] if np.isfinite(a) and a > x[0] else []
+    tail = [b] if np.isfinite(b) and b < x[-1] else []
+    pts = np.concatenate([head, inside, tail])
     if pts.size < 2:
         # The whole region is narrower than one grid step: integrate it with a single Simpson panel.
         lo, hi = max(a, x[0]), min(b, x[-1])
@@ -356,20 +358,24 @@ def _futility_bounds(
         else:
             target = beta_cum[k] - total
 
-            def excess(a: float, *, _state: _State = state, _t_prev: float = t_prev, _t_k: float = t_k) -> float:
-                return _exit_below(_state, _t_prev, _t_k, eta, a) - target
-
-            if target <= 1e-15:
-                a = -np.inf
-            elif excess(min(b, _Z_MAX)) <= 0:
-                a = b  # all remaining beta fits below the efficacy bound: the look must decide
-            else:
-                a = float(brentq(excess, -_Z_MAX, min(b, _Z_MAX), xtol=1e-12))
+            a = _solve_futility(state, t_prev, t_k, eta, b, target)
         total += _exit_below(state, t_prev, t_k, eta, a)
         futility[k], spent[k] = a, total
         state = _propagate(state, t_prev, t_k, eta, a, b, r)
         t_prev = t_k
     return futility, spent
+
+
+def _solve_futility(state: _State, t_prev: float, t_k: float, eta: float, b: float, target: float) -> float:
+    if target <= 1e-15:
+        return -np.inf
+
+    def excess(a: float) -> float:
+        return _exit_below(state, t_prev, t_k, eta, a) - target
+
+    if excess(min(b, _Z_MAX)) <= 0:
+        return b  # all the remaining beta fits below the efficacy bound: this look must decide
+    return float(brentq(excess, -_Z_MAX, min(b, _Z_MAX), xtol=1e-12))
 
 
 def _check_information(information: Sequence[float] | np.ndarray) -> np.ndarray:

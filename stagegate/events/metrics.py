@@ -62,7 +62,10 @@ def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSa
             user_ids=per_user.index.to_numpy(),
             metrics=metrics,
             segments=_segment_masks(per_user),
-            requests={"latency_ms": rows["latency_ms"].to_numpy(float), "error": rows["error"].to_numpy(float)},
+            requests={
+                "latency_ms": rows["latency_ms"].to_numpy(float),
+                "error": rows["error"].to_numpy(float),
+            },
         )
     return samples, len(mixed)
 
@@ -75,7 +78,9 @@ def _overlap(a: pd.Series, b: pd.Series) -> np.ndarray:
     k = left.shape[1]
     # |A ∩ B| / k per request, vectorised through a sorted membership test.
     right_sorted = np.sort(right, axis=1)
-    idx = np.clip(np.array([np.searchsorted(r, lft) for r, lft in zip(right_sorted, left, strict=True)]), 0, k - 1)
+    idx = np.clip(
+        np.array([np.searchsorted(r, lft) for r, lft in zip(right_sorted, left, strict=True)]), 0, k - 1
+    )
     hits = np.take_along_axis(right_sorted, idx, axis=1) == left
     return hits.sum(axis=1) / k
 
@@ -101,7 +106,10 @@ def shadow_samples(frame: pd.DataFrame, slate_k: int = 10) -> dict[str, ArmSampl
     slots = per_user["requests"].to_numpy(float) * slate_k
     masks = _segment_masks(per_user)
     users = per_user.index.to_numpy()
-    common = {"requests": per_user["requests"].to_numpy(float), "overlap@k": per_user["overlap"].to_numpy(float)}
+    common = {
+        "requests": per_user["requests"].to_numpy(float),
+        "overlap@k": per_user["overlap"].to_numpy(float),
+    }
     champion = ArmSample(
         user_ids=users,
         metrics={**common, "out_of_stock_share": per_user["champion_oos"].to_numpy(float) / slots},

@@ -193,50 +193,94 @@ class EventStore:
             return pd.read_sql(query, conn)
 
     # -- promotion ledger --------------------------------------------------------------------------------
-    def open_promotion(self, *, model: str, version: str, policy_path: str, policy: Mapping[str, Any],
-                       champion_version: str | None, flow_run_id: str | None = None) -> str:
+    def open_promotion(
+        self,
+        *,
+        model: str,
+        version: str,
+        policy_path: str,
+        policy: Mapping[str, Any],
+        champion_version: str | None,
+        flow_run_id: str | None = None,
+    ) -> str:
         promotion_id = str(uuid.uuid4())
         now = _now()
         with self.engine.begin() as conn:
             conn.execute(
                 insert(promotions).values(
-                    id=promotion_id, model=model, version=version, policy_path=policy_path, policy=dict(policy),
-                    state="registered", stage=None, champion_version=champion_version,
-                    flow_run_id=flow_run_id, started_at=now, updated_at=now,
+                    id=promotion_id,
+                    model=model,
+                    version=version,
+                    policy_path=policy_path,
+                    policy=dict(policy),
+                    state="registered",
+                    stage=None,
+                    champion_version=champion_version,
+                    flow_run_id=flow_run_id,
+                    started_at=now,
+                    updated_at=now,
                 )
             )
-            conn.execute(insert(transitions).values(promotion_id=promotion_id, from_state=None,
-                                                    to_state="registered", reason="promotion opened", at=now))
+            conn.execute(
+                insert(transitions).values(
+                    promotion_id=promotion_id,
+                    from_state=None,
+                    to_state="registered",
+                    reason="promotion opened",
+                    at=now,
+                )
+            )
         return promotion_id
 
     def set_mlflow_run(self, promotion_id: str, run_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(promotions).where(promotions.c.id == promotion_id).values(mlflow_run_id=run_id))
+            conn.execute(
+                update(promotions).where(promotions.c.id == promotion_id).values(mlflow_run_id=run_id)
+            )
 
     def transition(self, promotion_id: str, to_state: str, reason: str, stage: str | None = None) -> None:
         """Record a state change; refuses to move a promotion that has already ended."""
         now = _now()
         with self.engine.begin() as conn:
-            current = conn.execute(select(promotions.c.state).where(promotions.c.id == promotion_id)).scalar_one()
+            current = conn.execute(
+                select(promotions.c.state).where(promotions.c.id == promotion_id)
+            ).scalar_one()
             if current in TERMINAL_STATES:
-                raise RuntimeError(f"promotion {promotion_id} already ended as {current}; cannot move to {to_state}")
+                raise RuntimeError(
+                    f"promotion {promotion_id} already ended as {current}; cannot move to {to_state}"
+                )
             values: dict[str, Any] = {"state": to_state, "reason": reason, "updated_at": now}
             if stage is not None:
                 values["stage"] = stage
             conn.execute(update(promotions).where(promotions.c.id == promotion_id).values(**values))
-            conn.execute(insert(transitions).values(promotion_id=promotion_id, from_state=current,
-                                                    to_state=to_state, reason=reason, at=now))
+            conn.execute(
+                insert(transitions).values(
+                    promotion_id=promotion_id, from_state=current, to_state=to_state, reason=reason, at=now
+                )
+            )
 
-    def record_verdicts(self, promotion_id: str, stage: str, step: int, look: int,
-                        rows: Iterable[tuple[Any, str | None]]) -> None:
+    def record_verdicts(
+        self, promotion_id: str, stage: str, step: int, look: int, rows: Iterable[tuple[Any, str | None]]
+    ) -> None:
         """Persist (verdict, action) pairs for one look."""
         now = _now()
         records = [
             {
-                "promotion_id": promotion_id, "stage": stage, "step": step, "look": look, "gate": v.gate,
-                "metric": v.metric, "outcome": v.outcome.value, "action": action,
-                "statistic": _finite(v.statistic), "threshold": _finite(v.threshold), "ci_low": _finite(v.ci_low),
-                "ci_high": _finite(v.ci_high), "n": int(v.n), "message": v.message, "at": now,
+                "promotion_id": promotion_id,
+                "stage": stage,
+                "step": step,
+                "look": look,
+                "gate": v.gate,
+                "metric": v.metric,
+                "outcome": v.outcome.value,
+                "action": action,
+                "statistic": _finite(v.statistic),
+                "threshold": _finite(v.threshold),
+                "ci_low": _finite(v.ci_low),
+                "ci_high": _finite(v.ci_high),
+                "n": int(v.n),
+                "message": v.message,
+                "at": now,
             }
             for v, action in rows
         ]
@@ -246,7 +290,11 @@ class EventStore:
 
     def promotion(self, promotion_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            row = conn.execute(select(promotions).where(promotions.c.id == promotion_id)).mappings().one_or_none()
+            row = (
+                conn.execute(select(promotions).where(promotions.c.id == promotion_id))
+                .mappings()
+                .one_or_none()
+            )
         if row is None:
             raise KeyError(f"no promotion {promotion_id!r}")
         return dict(row)
@@ -261,7 +309,9 @@ class EventStore:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def transitions(self, promotion_id: str) -> list[dict[str, Any]]:
-        query = select(transitions).where(transitions.c.promotion_id == promotion_id).order_by(transitions.c.id)
+        query = (
+            select(transitions).where(transitions.c.promotion_id == promotion_id).order_by(transitions.c.id)
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -274,5 +324,8 @@ class EventStore:
 
     def count_events(self, promotion_id: str) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(events)
-                                    .where(events.c.promotion_id == promotion_id)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(events).where(events.c.promotion_id == promotion_id)
+                ).scalar_one()
+            )

@@ -55,7 +55,12 @@ def _pydantic_problems(file: str, exc: ValidationError, prefix: str = "") -> lis
         raw = tuple(err["loc"])
         tags = [p for p in raw if _is_union_tag(p)]
         # A mapping given where a union also allows a literal: the literal branch's complaint is noise.
-        if tags and str(tags[-1]).startswith("literal[") and len(errors) > 1 and isinstance(err.get("input"), dict):
+        if (
+            tags
+            and str(tags[-1]).startswith("literal[")
+            and len(errors) > 1
+            and isinstance(err.get("input"), dict)
+        ):
             continue
         loc = _path(tuple(p for p in raw if not _is_union_tag(p)))
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
@@ -66,7 +71,9 @@ def _pydantic_problems(file: str, exc: ValidationError, prefix: str = "") -> lis
 def parse_policy(data: Any, file: str = "<policy>") -> Policy:
     """Validate already-parsed policy data; raises PolicyError listing every problem."""
     if not isinstance(data, dict):
-        raise PolicyError([Problem(file, "", f"expected a mapping at the top level, got {type(data).__name__}")])
+        raise PolicyError(
+            [Problem(file, "", f"expected a mapping at the top level, got {type(data).__name__}")]
+        )
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ their own gate type's schema by :func:`stagegate.policy.load.load_policy`.
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,8 +45,12 @@ class OfflineStage(_Stage):
 
 
 class SimulationStage(_Stage):
-    days: int = Field(default=7, ge=1, le=90)
-    estimator: Literal["ips", "snips", "dr", "pbm"] = "snips"
+    """Off-policy estimates of the business metrics on the logged hold-out data (the champion logs with a
+    stochastic policy, so propensities exist). Gates see ``revenue_per_user``, ``clicks_per_user`` and
+    ``purchases_per_user`` from ``estimator``, with the champion's logged value as the baseline."""
+
+    estimator: Literal["ips", "snips", "dr"] = "snips"
+    clip: float | None = Field(default=100.0, gt=1.0, description="largest importance weight kept")
 
 
 class ShadowStage(_Stage):
@@ -69,7 +74,7 @@ class CanaryStage(_Stage):
     @model_validator(mode="after")
     def _weights_increase(self) -> CanaryStage:
         weights = [step.weight for step in self.steps]
-        if any(b <= a for a, b in zip(weights, weights[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(weights)):
             raise ValueError(f"canary step weights must increase strictly, got {weights}")
         return self
 
@@ -103,4 +108,6 @@ class Policy(_Strict):
 
     def gate_specs(self) -> list[tuple[str, int, dict[str, Any]]]:
         """(stage, index, spec) for every gate entry, in pipeline order."""
-        return [(name, i, spec) for name, stage in self.stages.configured() for i, spec in enumerate(stage.gates)]
+        return [
+            (name, i, spec) for name, stage in self.stages.configured() for i, spec in enumerate(stage.gates)
+        ]

@@ -18,8 +18,10 @@ def test_all_pass_advances() -> None:
 
 
 def test_fail_rolls_back_even_when_others_pass_or_wait() -> None:
-    result = decide([(v(Outcome.PASS), ACTS), (v(Outcome.INCONCLUSIVE), ACTS), (v(Outcome.FAIL, "bad"), ACTS)],
-                    at_deadline=False)
+    result = decide(
+        [(v(Outcome.PASS), ACTS), (v(Outcome.INCONCLUSIVE), ACTS), (v(Outcome.FAIL, "bad"), ACTS)],
+        at_deadline=False,
+    )
     assert result.decision is Decision.ROLLBACK and "bad" in result.reason
 
 

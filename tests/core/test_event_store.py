@@ -51,8 +51,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> EventStore:
 
 def test_events_round_trip_and_per_user_aggregates(store: EventStore) -> None:
     batch = fake_batch()
-    pid = store.open_promotion(model="m", version="2", policy_path="p.yaml", policy={"model": "m"},
-                               champion_version="1")
+    pid = store.open_promotion(
+        model="m", version="2", policy_path="p.yaml", policy={"model": "m"}, champion_version="1"
+    )
     assert store.append_batch(batch, promotion_id=pid, stage="canary", step=1, versions=("1", "2")) == batch.n
     frame = store.load_events(pid, "canary")
     assert len(frame) == batch.n
@@ -68,8 +69,9 @@ def test_events_round_trip_and_per_user_aggregates(store: EventStore) -> None:
 def test_ledger_records_transitions_and_verdicts_and_refuses_after_the_end(store: EventStore) -> None:
     pid = store.open_promotion(model="m", version="2", policy_path="p.yaml", policy={}, champion_version=None)
     store.transition(pid, "offline", "entering offline", stage="offline")
-    store.record_verdicts(pid, "offline", 0, 1, [(Verdict("g", Outcome.FAIL, "too low", statistic=float("nan")),
-                                                 "rollback")])
+    store.record_verdicts(
+        pid, "offline", 0, 1, [(Verdict("g", Outcome.FAIL, "too low", statistic=float("nan")), "rollback")]
+    )
     store.transition(pid, "rejected", "offline: too low")
     assert [t["to_state"] for t in store.transitions(pid)] == ["registered", "offline", "rejected"]
     verdicts = store.verdicts(pid)

@@ -41,7 +41,9 @@ def make_arm(n: int, rng: np.random.Generator, lift: float = 0.0, error_rate: fl
     )
 
 
-def make_evidence(n: int = 4000, seed: int = 0, lift: float = 0.0, paired: bool = False, share: float = 0.5) -> Evidence:
+def make_evidence(
+    n: int = 4000, seed: int = 0, lift: float = 0.0, paired: bool = False, share: float = 0.5
+) -> Evidence:
     rng = np.random.default_rng(seed)
     n_cand = int(n * share)
     return Evidence(
@@ -72,17 +74,22 @@ def _with_nan(arm: ArmSample) -> ArmSample:
 
 
 def _empty(arm: ArmSample) -> ArmSample:
-    return ArmSample(user_ids=np.array([], dtype=int), metrics={k: np.array([]) for k in arm.metrics},
-                     segments={k: np.array([], dtype=bool) for k in arm.segments},
-                     requests={k: np.array([]) for k in arm.requests},
-                     pre_period={k: np.array([]) for k in arm.pre_period})
+    return ArmSample(
+        user_ids=np.array([], dtype=int),
+        metrics={k: np.array([]) for k in arm.metrics},
+        segments={k: np.array([], dtype=bool) for k in arm.segments},
+        requests={k: np.array([]) for k in arm.requests},
+        pre_period={k: np.array([]) for k in arm.pre_period},
+    )
 
 
 def _assert_well_formed(verdict: Any, gate: Any) -> None:
     assert isinstance(verdict, Verdict), f"{gate.name}: evaluate() must return a Verdict"
     assert isinstance(verdict.outcome, Outcome)
     assert verdict.gate == gate.name
-    assert verdict.message and isinstance(verdict.message, str), f"{gate.name}: verdict needs a human sentence"
+    assert verdict.message and isinstance(verdict.message, str), (
+        f"{gate.name}: verdict needs a human sentence"
+    )
     assert verdict.n >= 0
 
 
@@ -110,12 +117,19 @@ def check_gate(spec: dict[str, Any], evidence: Evidence) -> None:
     verdict = gate.evaluate(dataclasses.replace(evidence, arms={}))
     assert verdict.outcome is Outcome.ERROR, f"{gate.name}: evidence with no arms gave {verdict.outcome}"
     if metric_gate:
-        renamed = _map_arms(evidence, lambda a: dataclasses.replace(
-            a, metrics={f"other_{k}": v for k, v in a.metrics.items()},
-            requests={f"other_{k}": v for k, v in a.requests.items()}))
+        renamed = _map_arms(
+            evidence,
+            lambda a: dataclasses.replace(
+                a,
+                metrics={f"other_{k}": v for k, v in a.metrics.items()},
+                requests={f"other_{k}": v for k, v in a.requests.items()},
+            ),
+        )
         verdict = gate.evaluate(renamed)
         assert verdict.outcome is Outcome.ERROR and gate.config.metric in verdict.message, (
-            f"{gate.name}: a missing metric must give ERROR naming it, got {verdict.outcome}: {verdict.message}")
+            f"{gate.name}: a missing metric must give ERROR naming it, got {verdict.outcome}: "
+            f"{verdict.message}"
+        )
 
     # 3. Configuration: unknown fields refused; actions default to failing closed.
     with pytest.raises(ValidationError):

@@ -21,15 +21,22 @@ def test_threshold_pass_and_fail_on_the_mean() -> None:
     ev = _one_arm(np.array([0.1, 0.2, 0.3]))
     assert build_gate({"type": "threshold", "metric": "m", "min": 0.19}).evaluate(ev).outcome is Outcome.PASS
     verdict = build_gate({"type": "threshold", "metric": "m", "max": 0.19}).evaluate(ev)
-    assert verdict.outcome is Outcome.FAIL and abs(verdict.statistic - 0.2) < 1e-12 and verdict.threshold == 0.19
+    assert (
+        verdict.outcome is Outcome.FAIL and abs(verdict.statistic - 0.2) < 1e-12 and verdict.threshold == 0.19
+    )
     assert "above the maximum" in verdict.message
 
 
 def test_threshold_on_a_segment_uses_only_that_segment() -> None:
-    arm = ArmSample(user_ids=np.arange(4), metrics={"m": np.array([0.0, 0.0, 1.0, 1.0])},
-                    segments={"cold_start": np.array([True, True, False, False])})
+    arm = ArmSample(
+        user_ids=np.arange(4),
+        metrics={"m": np.array([0.0, 0.0, 1.0, 1.0])},
+        segments={"cold_start": np.array([True, True, False, False])},
+    )
     ev = Evidence(stage="t", arms={CANDIDATE: arm})
-    verdict = build_gate({"type": "threshold", "metric": "m", "segment": "cold_start", "min": 0.5}).evaluate(ev)
+    verdict = build_gate({"type": "threshold", "metric": "m", "segment": "cold_start", "min": 0.5}).evaluate(
+        ev
+    )
     assert verdict.outcome is Outcome.FAIL and verdict.n == 2
     missing = build_gate({"type": "threshold", "metric": "m", "segment": "heavy", "min": 0.5}).evaluate(ev)
     assert missing.outcome is Outcome.ERROR and "heavy" in missing.message
@@ -71,18 +78,26 @@ def test_relative_gate_needs_a_champion() -> None:
 
 def test_guardrail_ratio_breach_proven_and_safety_proven() -> None:
     breach = make_evidence(n=4000, seed=3)
-    breach = dataclasses.replace(breach, arms={
-        **breach.arms,
-        CANDIDATE: dataclasses.replace(breach.arms[CANDIDATE], metrics={
-            **breach.arms[CANDIDATE].metrics,
-            "errors": np.random.default_rng(5)
-            .binomial(breach.arms[CANDIDATE].metrics["requests"].astype(int), 0.05)
-            .astype(float),
-        }),
-    })
+    breach = dataclasses.replace(
+        breach,
+        arms={
+            **breach.arms,
+            CANDIDATE: dataclasses.replace(
+                breach.arms[CANDIDATE],
+                metrics={
+                    **breach.arms[CANDIDATE].metrics,
+                    "errors": np.random.default_rng(5)
+                    .binomial(breach.arms[CANDIDATE].metrics["requests"].astype(int), 0.05)
+                    .astype(float),
+                },
+            ),
+        },
+    )
     verdict = build_gate({"type": "guardrail", "metric": "error_rate", "max": 0.01}).evaluate(breach)
     assert verdict.outcome is Outcome.FAIL and verdict.ci_low > 0.01
-    safe = build_gate({"type": "guardrail", "metric": "error_rate", "max": 0.01}).evaluate(make_evidence(seed=4))
+    safe = build_gate({"type": "guardrail", "metric": "error_rate", "max": 0.01}).evaluate(
+        make_evidence(seed=4)
+    )
     assert safe.outcome is Outcome.PASS and safe.ci_high <= 0.01
 
 
@@ -95,5 +110,7 @@ def test_guardrail_zero_errors_in_few_requests_is_not_proof_of_safety() -> None:
 
 
 def test_guardrail_constant_values_cannot_form_an_interval() -> None:
-    verdict = build_gate({"type": "guardrail", "metric": "m", "max": 1.0}).evaluate(_one_arm(np.full(100, 0.5)))
+    verdict = build_gate({"type": "guardrail", "metric": "m", "max": 1.0}).evaluate(
+        _one_arm(np.full(100, 0.5))
+    )
     assert verdict.outcome is Outcome.ERROR and "equal" in verdict.message

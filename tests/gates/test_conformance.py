@@ -11,8 +11,13 @@ EXAMPLES: dict[str, dict] = {
     "threshold": {"type": "threshold", "metric": "ndcg@10", "min": 0.05},
     "relative": {"type": "relative", "metric": "revenue_per_user", "min_change": -0.05},
     "guardrail": {"type": "guardrail", "metric": "error_rate", "max": 0.01},
-    "sequential": {"type": "sequential", "metric": "revenue_per_user", "method": "always_valid", "mde": 0.05,
-                   "alpha": 0.05},
+    "sequential": {
+        "type": "sequential",
+        "metric": "revenue_per_user",
+        "method": "always_valid",
+        "mde": 0.05,
+        "alpha": 0.05,
+    },
     "srm": {"type": "srm", "p_value": 0.001},
     "latency": {"type": "latency", "metric": "latency_ms", "quantile": 0.99, "max_increase": 0.10},
 }

@@ -11,14 +11,23 @@ import yaml
 from stagegate.policy import PolicyError, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
-MINIMAL = {"model": "m", "stages": {"offline": {"gates": [{"type": "threshold", "metric": "ndcg@10", "min": 0.1}]}}}
+MINIMAL = {
+    "model": "m",
+    "stages": {"offline": {"gates": [{"type": "threshold", "metric": "ndcg@10", "min": 0.1}]}},
+}
 
 
 @pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
 def test_shipped_policies_validate(name: str) -> None:
     policy = load_policy(ROOT / "policies" / name)
     assert policy.model == "recsys-ranker"
-    assert [s for s, _ in policy.stages.configured()] == ["offline", "simulation", "shadow", "canary", "rollout"]
+    assert [s for s, _ in policy.stages.configured()] == [
+        "offline",
+        "simulation",
+        "shadow",
+        "canary",
+        "rollout",
+    ]
 
 
 def test_demo_policy_approves_automatically_and_default_names_approvers() -> None:
@@ -66,8 +75,12 @@ def test_schema_errors_name_fields() -> None:
 def test_bad_durations_and_actions_are_refused() -> None:
     data = {**MINIMAL, "approvals": {"approvers": ["a"], "timeout": "soon"}}
     assert any("approvals.timeout" in p and "not a duration" in p for p in _problems(data))
-    data = {"model": "m", "stages": {"offline": {"gates": [{"type": "threshold", "metric": "x", "min": 1,
-                                                            "on_fail": "shrug"}]}}}
+    data = {
+        "model": "m",
+        "stages": {
+            "offline": {"gates": [{"type": "threshold", "metric": "x", "min": 1, "on_fail": "shrug"}]}
+        },
+    }
     assert any("stages.offline.gates[0].on_fail" in p for p in _problems(data))
 
 

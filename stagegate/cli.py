@@ -1,0 +1,151 @@
+"""The ``stagegate`` command line. Heavy libraries (Prefect, MLflow, Great Expectations) are imported
+inside the commands that use them, so that ``stagegate --help`` starts in well under a second.
+
+Exit codes: 0 done (whatever the promotion's outcome), 1 an unexpected failure, 2 bad input (a policy that
+does not validate, a model or version that does not exist, a workspace that is not set up).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Staged model promotion: offline, simulation, shadow, canary, rollout.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Promotion policies.", no_args_is_help=True)
+candidates_app = typer.Typer(
+    help="Candidate models: train from a recipe, register in MLflow.", no_args_is_help=True
+)
+world_app = typer.Typer(
+    help="The simulated live world (the embedded default traffic source).", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+app.add_typer(candidates_app, name="candidates")
+app.add_typer(world_app, name="world")
+
+BAD_INPUT = 2
+
+
+def _quiet_environment() -> None:
+    # This machine has no internet: keep Prefect and MLflow from trying to phone home.
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(BAD_INPUT)
+
+
+@policy_app.command("validate")
+def policy_validate(files: list[Path] = typer.Argument(..., help="policy YAML files")) -> None:
+    """Validate policies; print every problem (file, field, reason) and exit 2 if there is one."""
+    from stagegate.policy import PolicyError, load_policy
+
+    bad = False
+    for file in files:
+        try:
+            policy = load_policy(file)
+        except PolicyError as exc:
+            bad = True
+            for problem in exc.problems:
+                typer.secho(str(problem), err=True, fg=typer.colors.RED)
+            continue
+        stages = ", ".join(name for name, _ in policy.stages.configured())
+        typer.echo(f"{file}: ok (model {policy.model}; stages {stages}; {len(policy.gate_specs())} gates)")
+    if bad:
+        raise typer.Exit(BAD_INPUT)
+
+
+@world_app.command("init")
+def world_init(
+    seed: int = typer.Option(7, help="world seed"),
+    size: str = typer.Option("demo", help="world size preset: demo or small"),
+) -> None:
+    """Create the simulated world, bootstrap a champion and log its history into the workspace."""
+    _quiet_environment()
+    from stagegate.setup import init_workspace
+
+    info = init_workspace(seed=seed, size=size)
+    typer.echo(
+        f"world ready in {info['workspace']}: champion v{info['champion_version']}, "
+        f"{info['history_requests']} logged requests, hold-out from day {info['holdout_start_day']}"
+    )
+
+
+@candidates_app.command("register")
+def candidates_register(
+    recipe: Path = typer.Argument(..., help="recipe YAML (family, knobs, training window)"),
+    model: str = typer.Option("recsys-ranker", help="registered model name"),
+) -> None:
+    """Train a candidate from RECIPE on the workspace's logged history and register it in MLflow."""
+    _quiet_environment()
+    from stagegate.models.recipe import RecipeError
+    from stagegate.runtime import WorkspaceNotReady
+    from stagegate.setup import register_candidate
+
+    try:
+        version = register_candidate(recipe, model)
+    except (RecipeError, WorkspaceNotReady, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"registered {model} version {version} from {recipe}")
+
+
+@app.command()
+def promote(
+    model: str = typer.Option(..., help="registered model name"),
+    version: str = typer.Option(..., help="model version to promote"),
+    policy: Path = typer.Option(Path("policies/default.yaml"), help="promotion policy YAML"),
+) -> None:
+    """Run the promotion flow for one candidate version."""
+    from stagegate.policy import PolicyError, load_policy
+
+    try:  # validate before anything starts, so that a bad policy costs nothing and moves nothing
+        load_policy(policy)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    _quiet_environment()
+    from stagegate.registry import RegistryError
+    from stagegate.runtime import Runtime
+
+    try:
+        Runtime.from_env().registry.get_version(model, version)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    from flows.promote import promote as promote_flow
+
+    result = promote_flow(model=model, version=version, policy=str(policy))
+    typer.echo(f"{model} v{version}: {result.outcome} at {result.stage}: {result.reason}")
+    typer.echo(f"MLflow run {result.mlflow_run_id}; promotion id {result.promotion_id}")
+
+
+@app.command()
+def status(model: str = typer.Option("recsys-ranker", help="registered model name")) -> None:
+    """Aliases, versions and promotions of a model."""
+    _quiet_environment()
+    from stagegate.report import print_status
+
+    print_status(model)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path(".stagegate/demo"), help="workspace for the demo (recreated)"),
+) -> None:
+    """Train a champion and two candidates, promote both, print what happened and where to look."""
+    _quiet_environment()
+    from stagegate.demo import run_demo
+
+    run_demo(workdir)
+
+
+if __name__ == "__main__":
+    app()

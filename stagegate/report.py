@@ -1,0 +1,64 @@
+"""Human-readable reports: the status of a model's promotions, the demo's closing table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def print_status(model: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from stagegate.registry import RegistryError
+    from stagegate.runtime import Runtime
+
+    rt = Runtime.from_env()
+    console = Console()
+    try:
+        versions = rt.registry.versions(model)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return
+    table = Table(title=f"{model}: versions")
+    for col in ("version", "aliases", "status", "stage", "reason"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            v.version,
+            ", ".join(v.aliases),
+            v.tags.get("stagegate.status", "registered"),
+            v.tags.get("stagegate.stage", ""),
+            v.tags.get("stagegate.reason", "")[:80],
+        )
+    console.print(table)
+    split = rt.traffic.get_split()
+    console.print(
+        f"traffic: champion v{split.champion}, candidate "
+        f"{'v' + split.candidate if split.candidate else '-'} at {split.candidate_weight:.0%}, "
+        f"shadow {'on' if split.shadow else 'off'}"
+    )
+    promos = Table(title="promotions")
+    for col in ("id", "version", "state", "stage", "mlflow run", "reason"):
+        promos.add_column(col)
+    for p in rt.events.promotions(model):
+        promos.add_row(
+            p["id"][:8],
+            p["version"],
+            p["state"],
+            p["stage"] or "",
+            p["mlflow_run_id"] or "",
+            (p["reason"] or "")[:80],
+        )
+    console.print(promos)
+
+
+def outcome_table(rows: Sequence[dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=True)
+    for col in rows[0] if rows else ():
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    return table
