@@ -11,7 +11,6 @@ from flows.context import PromotionContext, runtime
 from stagegate.decision import Decision, LookDecision, decide
 from stagegate.evidence import Evidence
 from stagegate.plugins import build_gate
-from stagegate.tracking import PromotionTracker
 from stagegate.verdict import Outcome, Verdict
 
 
@@ -60,7 +59,7 @@ def judge(
     rows = [(j.verdict, j.action.value if j.action else None) for j in result.judged]
     rt.events.record_verdicts(ctx.promotion_id, stage, step, look, rows)  # persisted before anyone acts
     if stage_run_id:
-        PromotionTracker(rt.workspace.mlflow_uri, ctx.model).log_look(stage_run_id, result.judged, step=look)
+        rt.tracker(ctx.model).log_look(stage_run_id, result.judged, step=look)
     logger = get_run_logger()
     for j in result.judged:
         logger.info(

@@ -11,24 +11,27 @@ Either way traffic returns to 100% champion and the champion alias stays (or goe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from pydantic import BaseModel
 
-from flows.approval import wait_for_approval
+from flows.approval import ApprovalResult, publish_final_evidence, wait_for_approval
 from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome
+from flows.notify import notify
 from flows.stages.canary import canary_stage
 from flows.stages.offline import offline_stage
 from flows.stages.rollout import rollout_stage
 from flows.stages.shadow import shadow_stage
 from flows.stages.simulation import simulation_stage
 from stagegate.decision import Decision
+from stagegate.events.store import TERMINAL_STATES
 from stagegate.policy import load_policy
 from stagegate.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, PREVIOUS_ALIAS
-from stagegate.tracking import PromotionTracker
 
 STAGE_FLOWS = {
     "offline": offline_stage,
@@ -54,6 +57,7 @@ class PromotionResult(BaseModel):
 @task(name="open-promotion", cache_policy=NO_CACHE)
 def open_promotion(model: str, version: str, policy_path: str) -> PromotionContext:
     """Check everything before anything moves: the policy, the version, the baseline."""
+    policy_path = str(Path(policy_path).resolve())
     policy = load_policy(policy_path)  # PolicyError lists every problem
     if policy.model != model:
         raise ValueError(f"{policy_path}: policy is for model {policy.model!r}, not {model!r}")
@@ -82,7 +86,7 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
         champion_version=champion.version if champion else None,
         flow_run_id=str(flow_run.id) if flow_run else None,
     )
-    tracker = PromotionTracker(rt.workspace.mlflow_uri, model)
+    tracker = rt.tracker(model)
     run_id = tracker.start_promotion(
         model=model,
         version=str(version),
@@ -168,7 +172,7 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
             needs_approval
             and not (answer := wait_for_approval(ctx, f"before {stage}", _evidence_note(ctx))).approved
         ):
-            final, reason = _failure_outcome(stage), f"approval before {stage} refused: {answer.reason}"
+            final, reason = _not_approved(answer, stage, f"approval before {stage} refused")
             break
         try:
             outcome = STAGE_FLOWS[stage](ctx)
@@ -187,7 +191,9 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
                 ctx, f"hold in {stage}", f"The {stage} stage asks for a human: {outcome.reason}"
             )
             if not answer.approved:
-                final, reason = _failure_outcome(stage), f"{stage} held and not approved: {outcome.reason}"
+                final, reason = _not_approved(
+                    answer, stage, f"{stage} held and not approved: {outcome.reason}"
+                )
                 break
         elif outcome.decision is not Decision.ADVANCE:
             final, reason = _failure_outcome(stage), outcome.reason
@@ -195,15 +201,20 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
         if stage == "canary" and getattr(config, "approval", None) == "before_rollout":
             answer = wait_for_approval(ctx, "before rollout", _evidence_note(ctx))
             if not answer.approved:
-                final, reason = _failure_outcome(stage), f"approval before rollout refused: {answer.reason}"
+                final, reason = _not_approved(answer, stage, "approval before rollout refused")
                 break
 
+    # The guardrail monitor may have rolled back while the flow waited for approval: then only close records.
+    already_ended = rt.events.promotion(ctx.promotion_id)["state"] in TERMINAL_STATES
     if final == "promoted":
         rt.events.transition(ctx.promotion_id, "promoted", reason, stage=last_stage)
         rt.registry.tag(ctx.model, ctx.version, status="promoted", stage="rollout", reason=reason)
-    else:
+    elif not already_ended:
         roll_back(ctx, last_stage or "registered", reason, final)
-    tracker = PromotionTracker(rt.workspace.mlflow_uri, ctx.model)
+    if not already_ended:
+        notify(final, promotion_id=ctx.promotion_id, model=model, version=str(version), message=reason)
+    publish_final_evidence(ctx)
+    tracker = rt.tracker(ctx.model)
     tracker.finish_promotion(ctx.mlflow_run_id, final, reason)
     markdown = _summary_markdown(ctx, outcomes, final, reason)
     tracker.client.log_text(ctx.mlflow_run_id, markdown, "summary.md")
@@ -223,6 +234,12 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
 
 def _failure_outcome(stage: str) -> str:
     return "rolled_back" if stage in ("canary", "rollout") else "rejected"
+
+
+def _not_approved(answer: ApprovalResult, stage: str, what: str) -> tuple[str, str]:
+    if answer.ended_as:  # the guardrail monitor rolled back while the flow waited
+        return answer.ended_as, answer.reason
+    return _failure_outcome(stage), f"{what}: {answer.reason}"
 
 
 def _evidence_note(ctx: PromotionContext) -> str:

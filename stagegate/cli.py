@@ -147,5 +147,7 @@ def demo(
     run_demo(workdir)
 
 
+__import__("stagegate.cli_ops", fromlist=["register"]).register(app)  # up, down, approve, reject
+
 if __name__ == "__main__":
     app()

@@ -17,6 +17,7 @@ import numpy as np
 from stagegate.events.store import EventStore
 from stagegate.models.base import Ranker
 from stagegate.registry import Registry
+from stagegate.tracking import PromotionTracker
 from stagegate.traffic import FileTrafficController, Split
 from stagegate.workspace import Workspace
 from stagegate.world.schema import ServedBatch
@@ -46,6 +47,9 @@ class Runtime:
     @cached_property
     def events(self) -> EventStore:
         return EventStore(self.workspace.events_url)
+
+    def tracker(self, model: str) -> PromotionTracker:
+        return PromotionTracker(self.workspace.mlflow_uri, model, self.workspace.artifact_root)
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
@@ -87,10 +91,10 @@ class Runtime:
         key = f"{model}/{version}"
         if key not in self._rankers:
             from stagegate.models.pyfunc import load_ranker
+            from stagegate.setup import use_tracking
 
-            self._rankers[key] = load_ranker(
-                f"models:/{model}/{version}", tracking_uri=self.workspace.mlflow_uri
-            )
+            use_tracking(self.workspace.mlflow_uri, self.workspace.artifact_root)
+            self._rankers[key] = load_ranker(f"models:/{model}/{version}")
         return self._rankers[key]
 
     def serve(self, model: str, split: Split, hours: float) -> ServedBatch:

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,13 +25,17 @@ def _metric_key(name: str) -> str:
 
 
 class PromotionTracker:
-    def __init__(self, tracking_uri: str, model: str) -> None:
+    def __init__(self, tracking_uri: str, model: str, artifact_root: Path | None = None) -> None:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
         name = f"stagegate/{model}"
         experiment = self.client.get_experiment_by_name(name)
-        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+        if experiment is not None:
+            self.experiment_id = experiment.experiment_id
+        else:
+            location = (artifact_root / "promotions").as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(name, artifact_location=location)
 
     def start_promotion(
         self, *, model: str, version: str, promotion_id: str, policy: Mapping[str, Any], policy_path: str

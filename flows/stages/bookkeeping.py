@@ -12,7 +12,7 @@ def begin(ctx: PromotionContext, stage: str) -> tuple[PromotionTracker, str]:
     rt = runtime()
     rt.events.transition(ctx.promotion_id, stage, f"entering {stage}", stage=stage)
     rt.registry.tag(ctx.model, ctx.version, stage=stage, status="in_progress")
-    tracker = PromotionTracker(rt.workspace.mlflow_uri, ctx.model)
+    tracker = rt.tracker(ctx.model)
     return tracker, tracker.start_stage(ctx.mlflow_run_id, stage)
 
 

@@ -9,6 +9,7 @@ from flows.gating import StageOutcome, judge, stage_gates
 from flows.stages import bookkeeping
 from stagegate.decision import Decision
 from stagegate.evidence import CANDIDATE, Evidence
+from stagegate.policy.load import resolve_relative
 
 
 @flow(name="offline", log_prints=True)
@@ -22,7 +23,8 @@ def offline_stage(ctx: PromotionContext) -> StageOutcome:
     holdout, train = rt.holdout(), rt.training_log()
 
     if config.expectations:
-        report = validate_frame(served_batch_to_frame(holdout), config.expectations)
+        suite = resolve_relative(ctx.policy_path, config.expectations)
+        report = validate_frame(served_batch_to_frame(holdout), suite)
         tracker.log_json(run_id, report.to_dict(), "expectations.json")
         if not report.success:
             reason = f"evaluation data failed its expectation suite {config.expectations}: {report.summary()}"

@@ -98,6 +98,21 @@ def parse_policy(data: Any, file: str = "<policy>") -> Policy:
     return policy
 
 
+def resolve_relative(policy_path: str | Path, target: str) -> Path:
+    """Paths inside a policy are relative to the policy file's folder."""
+    candidate = Path(target)
+    return candidate if candidate.is_absolute() else Path(policy_path).resolve().parent / candidate
+
+
+def _check_files(policy: Policy, file: str) -> list[Problem]:
+    offline = policy.stages.offline
+    if offline is not None and offline.expectations:
+        resolved = resolve_relative(file, offline.expectations)
+        if not resolved.is_file():
+            return [Problem(file, "stages.offline.expectations", f"no expectation suite at {resolved}")]
+    return []
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy YAML file; raises PolicyError naming the file, field and reason."""
     file = str(path)
@@ -111,4 +126,8 @@ def load_policy(path: str | Path) -> Policy:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise PolicyError([Problem(file, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_policy(data, file)
+    policy = parse_policy(data, file)
+    problems = _check_files(policy, file)
+    if problems:
+        raise PolicyError(problems)
+    return policy

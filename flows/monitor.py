@@ -1,0 +1,404 @@
+"""The guardrail monitor: keeps judging the stage that carries traffic while the promotion waits for a human.
+
+``pause_flow_run`` blocks the promotion flow's own process, so the watching happens in a separate flow
+run: a subprocess on the embedded default (``python -m flows.monitor``), or the ``guardrail-monitor``
+deployment on the stack (``run_deployment(..., timeout=0)``; infra/prefect.yaml). Either way it:
+
+1. reads the promotion from the ledger and stops as soon as it no longer waits for approval (someone
+   answered, the approval timed out, or the promotion ended);
+2. on the simulated world, serves one window of live traffic under the current split, because that world
+   advances only when someone serves it (against a real router the events arrive by themselves);
+3. builds the stage's evidence from the event store (the current ramp step, cumulative) and judges it with
+   the stage's gates under the same decision rules as the stage (flows.gating.judge: verdicts are persisted
+   under ``<stage>/monitor`` before anything acts);
+4. on a ROLLBACK decision (a FAIL, or an ERROR, whose gate says rollback) runs the promotion's own
+   ``roll-back`` task (traffic to 100% champion first, then aliases, tags, the ledger), announces it, and
+   resumes the paused promotion flow run so that it stops waiting and closes its records.
+
+The promotion flow stops the monitor by answering in the ledger, then waits for the monitor's run to end
+before it moves traffic again (see :class:`MonitorHandle`), so two processes never act at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from flows.context import PromotionContext, runtime
+
+DEPLOYMENT = "guardrail-monitor/guardrail-monitor"
+MONITOR_APPROVER = "stagegate-guardrail-monitor"
+WATCHED_STATES = frozenset({"awaiting_approval"})
+
+
+class MonitorResult(BaseModel):
+    promotion_id: str
+    stage: str
+    looks: int
+    rolled_back: bool
+    reason: str
+
+
+def context_from_ledger(promotion_id: str) -> PromotionContext:
+    """Rebuild the promotion's context from its ledger row (the monitor runs in another process)."""
+    from stagegate.policy import Policy
+
+    row = runtime().events.promotion(promotion_id)
+    return PromotionContext(
+        promotion_id=promotion_id,
+        model=row["model"],
+        version=row["version"],
+        champion_version=row["champion_version"],
+        policy=Policy.model_validate(row["policy"]),
+        policy_path=row["policy_path"] or "",
+        mlflow_run_id=row["mlflow_run_id"] or "",
+    )
+
+
+def watched_stage(ctx: PromotionContext) -> str | None:
+    """The stage whose traffic is live now: the last traffic stage the promotion entered, if any."""
+    from stagegate.policy.schema import STAGE_ORDER
+
+    entered = {t["to_state"] for t in runtime().events.transitions(ctx.promotion_id)}
+    split = runtime().traffic.get_split()
+    if split.candidate != ctx.version or not (split.candidate_weight > 0 or split.shadow):
+        return None  # the candidate serves nobody and sees no mirrored request: nothing to watch
+    for stage in reversed(STAGE_ORDER):
+        if stage in ("shadow", "canary", "rollout") and stage in entered:
+            return stage
+    return None
+
+
+def current_step(promotion_id: str, stage: str) -> int:
+    """The ramp step the stage reached (0 for stages without steps, or before any event)."""
+    from sqlalchemy import func, select
+
+    from stagegate.events.store import events
+
+    query = select(func.max(events.c.step)).where(
+        events.c.promotion_id == promotion_id, events.c.stage == stage
+    )
+    with runtime().events.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one_or_none() or 0)
+
+
+def build_evidence(ctx: PromotionContext, stage: str, look: int, history: tuple) -> tuple[Any, int]:
+    """The current step's cumulative evidence of ``stage`` and the step number."""
+    from stagegate.events.metrics import arm_samples, shadow_samples
+    from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
+
+    rt = runtime()
+    step = current_step(ctx.promotion_id, stage)
+    frame = rt.events.load_events(ctx.promotion_id, stage, min_step=step)
+    if stage == "shadow":
+        return Evidence(stage=stage, arms=shadow_samples(frame), paired=True, look=look), step
+    split = rt.traffic.get_split()
+    weight = split.candidate_weight
+    arms, _ = arm_samples(frame)
+    evidence = Evidence(
+        stage=stage,
+        arms=arms,
+        allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
+        look=look,
+        history=history,
+    )
+    return evidence, step
+
+
+def _batch_hours(ctx: PromotionContext, stage: str) -> float:
+    return float(getattr(getattr(ctx.policy.stages, stage), "batch_hours", 2.0))
+
+
+def _serves_world() -> bool:
+    return runtime().workspace.world_path.exists()
+
+
+@flow(name="guardrail-monitor", log_prints=True)
+def guardrail_monitor(
+    promotion_id: str,
+    stage: str | None = None,
+    interval_seconds: float = 5.0,
+    max_looks: int = 10_000,
+    serve_world: bool | None = None,
+    workspace: str | None = None,
+    mlflow_uri: str | None = None,
+    events_url: str | None = None,
+    flow_run_id: str | None = None,
+) -> MonitorResult:
+    """Judge ``stage`` of promotion ``promotion_id`` every ``interval_seconds`` while it awaits approval.
+
+    ``flow_run_id`` is the paused promotion flow run (default: the one in the ledger): the monitor stops if
+    it ends, and resumes it after a rollback.
+    """
+    for name, value in (
+        ("STAGEGATE_HOME", workspace),
+        ("STAGEGATE_MLFLOW_URI", mlflow_uri),
+        ("STAGEGATE_EVENTS_URL", events_url),
+    ):
+        if value:  # a deployment's worker may have another workspace: the promotion's own wins
+            os.environ[name] = value
+    logger = get_run_logger()
+    from flows.gating import judge, stage_gates
+    from flows.traffic import serve_window
+    from stagegate.decision import Decision
+
+    rt = runtime()
+    ctx = context_from_ledger(promotion_id)
+    stage = stage or watched_stage(ctx)
+    if stage is None:
+        return MonitorResult(
+            promotion_id=promotion_id, stage="", looks=0, rolled_back=False, reason="no live traffic"
+        )
+    serve = _serves_world() if serve_world is None else serve_world
+    gates = stage_gates(ctx, stage)
+    logger.info(
+        "watching %s of %s v%s with %s (%s)",
+        stage,
+        ctx.model,
+        ctx.version,
+        [g.name for g in gates],
+        "serving the simulated world" if serve else "reading events as they arrive",
+    )
+    history: tuple = ()
+    look = 0
+    while look < max_looks:
+        row = rt.events.promotion(promotion_id)
+        state = row["state"]
+        flow_run_id = flow_run_id or row.get("flow_run_id")
+        if state in WATCHED_STATES and _flow_run_ended(flow_run_id):
+            state = "abandoned (its flow run ended)"
+        if state not in WATCHED_STATES:
+            return MonitorResult(
+                promotion_id=promotion_id,
+                stage=stage,
+                looks=look,
+                rolled_back=False,
+                reason=f"promotion is {state}: stopped watching",
+            )
+        if serve:
+            serve_window(ctx, stage, current_step(promotion_id, stage), _batch_hours(ctx, stage))
+        look += 1
+        evidence, step = build_evidence(ctx, stage, look, history)
+        result = judge(ctx, f"{stage}/monitor", gates, evidence, step=step, look=look, at_deadline=False)
+        if result.decision is Decision.ROLLBACK:
+            reason = f"guardrail monitor (while waiting for approval), {stage}: {result.reason}"
+            roll_back_now(ctx, stage, reason, flow_run_id)
+            return MonitorResult(
+                promotion_id=promotion_id, stage=stage, looks=look, rolled_back=True, reason=reason
+            )
+        history = (*history, evidence)
+        time.sleep(interval_seconds)
+    return MonitorResult(
+        promotion_id=promotion_id, stage=stage, looks=look, rolled_back=False, reason="max looks reached"
+    )
+
+
+def _flow_run_ended(flow_run_id: str | None) -> bool:
+    """True when the promotion's flow run crashed, failed or was cancelled while it waited."""
+    if not flow_run_id:
+        return False
+    from uuid import UUID
+
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+    except Exception:  # an API hiccup is no reason to stop watching
+        return False
+    return run.state is not None and run.state.is_final()
+
+
+def roll_back_now(ctx: PromotionContext, stage: str, reason: str, flow_run_id: str | None) -> None:
+    """The promotion's own rollback path, then the announcements, then wake the paused promotion."""
+    from flows.notify import notify
+    from flows.promote import _failure_outcome, roll_back
+
+    logger = get_run_logger()
+    outcome = _failure_outcome(stage)
+    logger.warning("rolling back: %s", reason)
+    roll_back(ctx, stage, reason, outcome)
+    rt = runtime()
+    try:
+        tracker = rt.tracker(ctx.model)
+        tracker.client.set_tag(ctx.mlflow_run_id, "stagegate.monitor.breach", reason[:5000])
+        tracker.log_json(ctx.mlflow_run_id, {"stage": stage, "reason": reason}, "monitor/breach.json")
+    except Exception as exc:  # the rollback is done; a bookkeeping failure must not hide it
+        logger.warning("could not record the breach in MLflow: %r", exc)
+    notify(
+        outcome,
+        promotion_id=ctx.promotion_id,
+        model=ctx.model,
+        version=ctx.version,
+        message=reason,
+        stage=stage,
+        by="guardrail-monitor",
+    )
+    if flow_run_id:
+        wake(flow_run_id, reason)
+
+
+def wake(flow_run_id: str, reason: str) -> bool:
+    """Resume the paused promotion flow run; it finds the ledger closed and finishes its records."""
+    from uuid import UUID
+
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        resume_flow_run(
+            UUID(flow_run_id),
+            run_input={"approve": False, "approver": MONITOR_APPROVER, "reason": reason[:2000]},
+        )
+        return True
+    except (NotPausedError, FlowPauseTimeout, RuntimeError):
+        return False  # not paused (between two pauses, or already gone): it reads the ledger next
+
+
+# -- starting and stopping ----------------------------------------------------------------------------------
+
+
+@dataclass
+class MonitorHandle:
+    """A running monitor: a subprocess, or a flow run of the deployment."""
+
+    kind: str
+    process: subprocess.Popen | None = None
+    flow_run_id: str | None = None
+    log_path: str | None = None
+
+    def stop(self) -> None:
+        """End the monitor now (the promotion flow is failing and cannot wait for it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        elif self.flow_run_id is not None:
+            _wait_flow_run(self.flow_run_id, timeout=0)
+
+    def wait(self, timeout: float = 120.0) -> str:
+        """Wait for the monitor to end (after the ledger told it to stop); kill or cancel it past timeout."""
+        if self.process is not None:
+            try:
+                code = self.process.wait(timeout=timeout)
+                return f"exited with {code}"
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+                return "killed after timeout"
+        if self.flow_run_id is not None:
+            return _wait_flow_run(self.flow_run_id, timeout)
+        return "not started"
+
+
+def _wait_flow_run(flow_run_id: str, timeout: float) -> str:
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(UUID(flow_run_id))
+            if run.state is not None and run.state.is_final():
+                return f"flow run {run.state.type.value.lower()}"
+            if time.monotonic() > deadline:
+                client.set_flow_run_state(UUID(flow_run_id), Cancelled(), force=True)
+                return "cancelled after timeout"
+            time.sleep(1.0)
+
+
+def monitor_mode() -> str:
+    """``STAGEGATE_MONITOR``: subprocess, deployment, off, or auto (the deployment if it exists)."""
+    mode = os.environ.get("STAGEGATE_MONITOR", "auto")
+    if mode != "auto":
+        return mode
+    if not os.environ.get("PREFECT_API_URL"):
+        return "subprocess"
+    try:
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(DEPLOYMENT)
+        return "deployment"
+    except Exception:
+        return "subprocess"
+
+
+def current_api_url() -> str:
+    """The Prefect API this process talks to (the temporary server's address on the embedded default)."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url).rstrip("/")
+
+
+def start_monitor(
+    ctx: PromotionContext, stage: str, flow_run_id: str | None, interval_seconds: float | None = None
+) -> MonitorHandle:
+    """Start watching ``stage``: the deployment on the stack, a subprocess otherwise."""
+    interval = interval_seconds or float(os.environ.get("STAGEGATE_MONITOR_INTERVAL", "5"))
+    ws = runtime().workspace
+    params = {
+        "promotion_id": ctx.promotion_id,
+        "stage": stage,
+        "interval_seconds": interval,
+        "workspace": str(ws.root),
+        "mlflow_uri": ws.mlflow_uri,
+        "events_url": ws.events_url,
+        "flow_run_id": flow_run_id,
+    }
+    mode = monitor_mode()
+    if mode == "off":
+        return MonitorHandle("off")
+    if mode == "deployment":
+        from prefect.deployments import run_deployment
+
+        run = run_deployment(DEPLOYMENT, parameters=params, timeout=0, as_subflow=False)
+        return MonitorHandle("deployment", flow_run_id=str(run.id))
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = current_api_url()
+    env["STAGEGATE_HOME"] = str(ws.root)
+    log_dir = ws.root / "logs"
+    log_dir.mkdir(exist_ok=True)
+    log_path = log_dir / f"monitor-{ctx.promotion_id[:8]}-{stage}.log"
+    args = [sys.executable, "-m", "flows.monitor", "--promotion-id", ctx.promotion_id, "--stage", stage]
+    args += ["--interval", str(interval)]
+    if flow_run_id:
+        args += ["--flow-run-id", flow_run_id]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return MonitorHandle("subprocess", process=process, log_path=str(log_path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the guardrail monitor for one promotion.")
+    parser.add_argument("--promotion-id", required=True)
+    parser.add_argument("--stage", default=None)
+    parser.add_argument("--interval", type=float, default=5.0)
+    parser.add_argument("--max-looks", type=int, default=10_000)
+    parser.add_argument("--no-serve", action="store_true", help="only read events (a real router)")
+    parser.add_argument("--flow-run-id", default=None, help="the paused promotion flow run")
+    args = parser.parse_args(argv)
+    result = guardrail_monitor(
+        promotion_id=args.promotion_id,
+        stage=args.stage,
+        interval_seconds=args.interval,
+        max_looks=args.max_looks,
+        serve_world=False if args.no_serve else None,
+        flow_run_id=args.flow_run_id,
+    )
+    print(result.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

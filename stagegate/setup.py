@@ -1,0 +1,134 @@
+"""Setting up a workspace: the world, a bootstrap champion and its logged history; registering candidates.
+
+``init_workspace`` is what `stagegate world init` runs:
+
+1. build the live world from its config and seed;
+2. serve a warm-up period with the content-based bootstrap recipe (no model exists yet);
+3. train the champion recipe on those logs, register it, give it the ``champion`` alias and all traffic;
+4. serve the history period with the champion (stochastic, so that every slot has a propensity); the last
+   ``holdout_days`` of it are the offline stage's evaluation data, the rest is what candidates train on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+from stagegate.datasets import save_batch
+from stagegate.registry import CHAMPION_ALIAS
+from stagegate.traffic import Split
+from stagegate.workspace import Workspace
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+MODEL = "recsys-ranker"
+SIZES = {"demo", "small"}
+
+
+def use_tracking(uri: str, artifact_root: Path) -> str:
+    """Point MLflow's fluent API at ``uri``; returns the id of the experiment that holds model artifacts."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = "stagegate-models"
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=artifact_root.as_uri())
+    return experiment.experiment_id
+
+
+def world_config(size: str, seed: int) -> Any:
+    from stagegate.world import WorldConfig, small_config
+
+    if size not in SIZES:
+        raise ValueError(f"unknown world size {size!r}; choose one of {sorted(SIZES)}")
+    return small_config(seed=seed) if size == "small" else WorldConfig(seed=seed)
+
+
+def _register(ranker: Any, recipe: Any, model: str, ws: Workspace) -> str:
+    import mlflow
+
+    from stagegate.models.pyfunc import log_ranker
+
+    experiment_id = use_tracking(ws.mlflow_uri, ws.artifact_root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {recipe.name}"):
+        mlflow.log_params({"recipe": recipe.name, "family": recipe.family})
+        version = log_ranker(ranker, recipe, registered_model_name=model)
+    return str(version.version)
+
+
+def init_workspace(
+    seed: int = 7,
+    size: str = "demo",
+    root: str | Path | None = None,
+    warmup_days: float = 7.0,
+    history_days: float = 21.0,
+    holdout_days: float = 7.0,
+    model: str = MODEL,
+) -> dict[str, Any]:
+    from stagegate.models.recipe import load_recipe
+    from stagegate.models.train import train
+    from stagegate.world import LiveWorld
+
+    ws = Workspace.from_env(root)
+    world = LiveWorld(world_config(size, seed))
+    catalog = world.catalog_public()
+    bootstrap = train(load_recipe(RECIPES / "bootstrap.yaml"), None, catalog)
+    warmup = world.log_history(bootstrap, days=warmup_days)
+    champion_recipe = load_recipe(RECIPES / "champion.yaml")
+    champion = train(champion_recipe, warmup, world.catalog_public())
+    version = _register(champion, champion_recipe, model, ws)
+
+    from stagegate.registry import Registry
+
+    registry = Registry(ws.mlflow_uri)
+    registry.set_alias(model, CHAMPION_ALIAS, version)
+    registry.tag(model, version, status="promoted", stage="bootstrap", reason="first champion of a new world")
+
+    history = world.log_history(champion, days=history_days)
+    save_batch(history, ws.history_path)
+    with ws.world_path.open("wb") as fh:
+        pickle.dump(world, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    from stagegate.traffic import FileTrafficController
+
+    FileTrafficController(ws.traffic_path).set_split(Split(champion=version))
+    manifest = {
+        "world": world.config.model_dump(mode="json"),
+        "size": size,
+        "model": model,
+        "warmup_days": warmup_days,
+        "history_start_day": warmup_days,
+        "holdout_start_day": warmup_days + history_days - holdout_days,
+        "history_requests": int(history.n),
+        "champion_version": version,
+    }
+    ws.manifest_path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return {**manifest, "workspace": str(ws.root)}
+
+
+def register_candidate(recipe_path: str | Path, model: str = MODEL, root: str | Path | None = None) -> str:
+    """Train ``recipe_path`` on the workspace's training log (before the hold-out) and register it."""
+    from stagegate.models.recipe import load_recipe
+    from stagegate.models.train import train
+    from stagegate.runtime import Runtime
+
+    recipe = load_recipe(recipe_path)  # RecipeError names the file and field
+    rt = Runtime(Workspace.from_env(root))
+    ranker = train(recipe, rt.training_log(), rt.world.catalog_public())
+    return _register(ranker, recipe, model, rt.workspace)
+
+
+def fresh_workspace(root: Path) -> Path:
+    """Empty ``root`` (only a stagegate workspace or an empty folder) and point STAGEGATE_HOME at it."""
+    root = root.resolve()
+    if root.exists() and any(root.iterdir()):
+        if not (root / "manifest.json").exists() and not (root / "mlflow.db").exists():
+            raise FileExistsError(f"{root} is not empty and not a stagegate workspace; refusing to delete it")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["STAGEGATE_HOME"] = str(root)
+    return root

@@ -1,0 +1,156 @@
+"""End to end through Prefect's temporary server and MLflow on a SQLite file: one promotion that is
+promoted, one that is rolled back, and the inputs that must change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stagegate.setup import MODEL
+
+pytestmark = pytest.mark.slow
+
+FAST_STAGES = {
+    "offline": {"gates": [{"type": "threshold", "metric": "ndcg@10", "min": 0.0}]},
+    "simulation": {
+        "estimator": "dr",
+        "gates": [
+            {
+                "type": "relative",
+                "metric": "revenue_per_user",
+                "min_change": -0.9,
+                "on_inconclusive": "record",
+                "on_error": "record",
+            }
+        ],
+    },
+    "shadow": {
+        "min_requests": 200,
+        "batch_hours": 4,
+        "gates": [{"type": "threshold", "metric": "out_of_stock_share", "max": 0.5}],
+    },
+    "canary": {
+        "steps": [{"weight": 20, "min_users": 20}, {"weight": 50, "min_users": 40}],
+        "batch_hours": 6,
+        "gates": [{"type": "guardrail", "metric": "error_rate", "max": 0.2}],
+    },
+    "rollout": {
+        "bake": "12h",
+        "batch_hours": 6,
+        "gates": [{"type": "guardrail", "metric": "error_rate", "max": 0.2, "on_inconclusive": "record"}],
+    },
+}
+
+
+def write_policy(path: Path, **stage_overrides: dict) -> Path:
+    stages = {**FAST_STAGES, **stage_overrides}
+    path.write_text(yaml.safe_dump({"model": MODEL, "approvals": "auto", "stages": stages}))
+    return path
+
+
+def _state(root: Path) -> dict:
+    from stagegate.runtime import Runtime
+    from stagegate.workspace import Workspace
+
+    rt = Runtime(Workspace.from_env(root))
+    aliases = {
+        a: (v.version if (v := rt.registry.get_alias(MODEL, a)) else None)
+        for a in ("champion", "candidate", "previous")
+    }
+    return {"rt": rt, "aliases": aliases, "split": rt.traffic.get_split()}
+
+
+def test_promotion_to_full_rollout(workspace: dict, tmp_path: Path) -> None:
+    from flows.promote import promote
+
+    version = workspace["versions"]["better"]
+    champion = workspace["info"]["champion_version"]
+    result = promote(model=MODEL, version=version, policy=str(write_policy(tmp_path / "p.yaml")))
+
+    assert result.outcome == "promoted", result.reason
+    assert [s["stage"] for s in result.stages] == ["offline", "simulation", "shadow", "canary", "rollout"]
+    state = _state(workspace["root"])
+    assert state["aliases"] == {"champion": version, "candidate": None, "previous": champion}
+    assert state["split"].champion == version and state["split"].candidate is None
+    rt = state["rt"]
+    assert rt.registry.get_version(MODEL, version).tags["stagegate.status"] == "promoted"
+    ledger = rt.events.promotion(result.promotion_id)
+    assert ledger["state"] == "promoted"
+    states = [t["to_state"] for t in rt.events.transitions(result.promotion_id)]
+    assert states[0] == "registered" and states[-1] == "promoted"
+    assert {"offline", "simulation", "shadow", "canary", "rollout"} <= set(states)
+    verdicts = rt.events.verdicts(result.promotion_id)
+    assert set(verdicts["stage"]) == {"offline", "simulation", "shadow", "canary", "rollout"}
+    assert (verdicts[verdicts["stage"] != "simulation"]["outcome"] == "PASS").all()
+
+    # MLflow: one parent run, a nested run per stage with its verdict table.
+    client = rt.registry.client
+    parent = client.get_run(result.mlflow_run_id)
+    assert parent.data.tags["stagegate.outcome"] == "promoted"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'"
+    )
+    assert sorted(r.data.tags["stagegate.stage"] for r in children) == sorted(
+        ["offline", "simulation", "shadow", "canary", "rollout"]
+    )
+    for run in children:
+        assert "verdicts.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_canary_failure_rolls_back_and_keeps_the_champion(workspace: dict, tmp_path: Path) -> None:
+    from flows.promote import promote
+
+    version = workspace["versions"]["clickbait"]
+    champion = workspace["info"]["champion_version"]
+    # A canary gate that must fail on the first look: revenue per user can never be below zero.
+    failing_canary = {
+        **FAST_STAGES["canary"],
+        "gates": [{"type": "threshold", "metric": "revenue_per_user", "max": -1.0, "on_fail": "rollback"}],
+    }
+    policy = write_policy(tmp_path / "p.yaml", canary=failing_canary)
+    result = promote(model=MODEL, version=version, policy=str(policy))
+
+    assert result.outcome == "rolled_back"
+    assert result.stage == "canary" and "revenue_per_user" in result.reason
+    state = _state(workspace["root"])
+    assert state["aliases"] == {"champion": champion, "candidate": None, "previous": None}
+    split = state["split"]
+    assert split.champion == champion and split.is_all_champion and split.candidate_weight == 0.0
+    rt = state["rt"]
+    tags = rt.registry.get_version(MODEL, version).tags
+    assert tags["stagegate.status"] == "rolled_back" and "revenue_per_user" in tags["stagegate.reason"]
+    verdicts = rt.events.verdicts(result.promotion_id, "canary")
+    failed = verdicts[verdicts["outcome"] == "FAIL"]
+    assert len(failed) == 1 and failed.iloc[0]["action"] == "rollback"
+    # The verdict was persisted before the rollback transition.
+    transitions = rt.events.transitions(result.promotion_id)
+    rollback_at = next(t["at"] for t in transitions if t["to_state"] == "rolled_back_pending")
+    assert failed.iloc[0]["at"] <= rollback_at
+    assert rt.events.promotion(result.promotion_id)["state"] == "rolled_back"
+
+
+def test_cli_refuses_bad_input_and_changes_nothing(workspace: dict, tmp_path: Path) -> None:
+    from stagegate.cli import app
+
+    before = _state(workspace["root"])
+    runner = CliRunner()
+    missing = runner.invoke(
+        app,
+        ["promote", "--model", MODEL, "--version", "999", "--policy", str(write_policy(tmp_path / "p.yaml"))],
+    )
+    assert missing.exit_code == 2 and "no version '999'" in missing.output
+    unknown = runner.invoke(
+        app,
+        ["promote", "--model", "nope", "--version", "1", "--policy", str(write_policy(tmp_path / "p.yaml"))],
+    )
+    assert unknown.exit_code == 2 and "'nope' does not exist" in unknown.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": MODEL, "stages": {"offline": {"gates": [{"type": "magic"}]}}}))
+    invalid = runner.invoke(app, ["promote", "--model", MODEL, "--version", "2", "--policy", str(bad)])
+    assert invalid.exit_code == 2 and "stages.offline.gates[0].type" in invalid.output
+    after = _state(workspace["root"])
+    assert after["aliases"] == before["aliases"] and after["split"] == before["split"]
+    assert after["rt"].events.promotions(MODEL) == []
