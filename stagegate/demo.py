@@ -68,8 +68,8 @@ def run_demo(workdir: Path, policy: Path = POLICY) -> list[dict[str, Any]]:
         f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}\n"
         "              (then open http://127.0.0.1:5000)\n"
         f"  status:     STAGEGATE_HOME={root} stagegate status\n"
-        "  Prefect:    the flow runs above ran on Prefect's temporary local server; `prefect server start` and\n"
-        "              PREFECT_API_URL=http://127.0.0.1:4200/api keep them for the UI."
+        "  Prefect:    these flow runs used Prefect's temporary local server; to keep them for the UI,\n"
+        "              run `stagegate up` (or `prefect server start`) and set PREFECT_API_URL."
     )
     console.print(f"demo took {time.perf_counter() - started:.1f} s")
     return rows
