@@ -72,6 +72,36 @@ def split_by_day(batch: ServedBatch, day: float) -> tuple[ServedBatch, ServedBat
     return take(batch, t < day), take(batch, t >= day)
 
 
+def serving_batches(batch: ServedBatch, publish_day: np.ndarray) -> list[ServedBatch]:
+    """Split a log into sub-batches whose contexts carry the catalogue state *when they were served*.
+
+    A concatenated log keeps only its last stock snapshot in ``context.in_stock``; re-ranking old requests
+    against it favours or penalises rankers for stock they could not have known. Requests that shared a
+    serving-time in-stock snapshot (``in_stock_at_serve``) are grouped, in order of first appearance; each
+    group's context gets that snapshot and item ages at the group's earliest request time (publish days from
+    the public catalogue, in item_id order). Without ``in_stock_at_serve`` the batch is returned whole.
+    """
+    if batch.in_stock_at_serve is None or batch.n == 0:
+        return [batch]
+    publish_day = np.asarray(publish_day, dtype=float)
+    n_items = len(publish_day)
+    packed = np.ascontiguousarray(batch.in_stock_at_serve)
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, group = np.unique(keys, return_index=True, return_inverse=True)
+    out = []
+    for g in np.argsort(first, kind="stable"):
+        rows = np.flatnonzero(group == g)
+        part = take(batch, rows)
+        in_stock = np.unpackbits(packed[rows[0]], count=n_items, bitorder="little").astype(bool)
+        t0 = float(part.context.t.min())
+        published = in_stock | (publish_day <= t0)
+        ctx = replace(
+            part.context, in_stock=in_stock, item_age_days=np.where(published, t0 - publish_day, np.inf)
+        )
+        out.append(replace(part, context=ctx))
+    return out
+
+
 def empty_like(batch: ServedBatch) -> ServedBatch:
     """A batch with the same fields and zero requests."""
     return take(batch, np.zeros(batch.n, dtype=bool))

@@ -73,13 +73,16 @@ def make_catalog(config: WorldConfig, rng: np.random.Generator) -> Catalog:
 
     n_initial = round(config.initial_item_share * n)
     publish_day = np.concatenate(
-        [rng.uniform(-60.0, 0.0, size=n_initial), rng.uniform(0.0, config.item_arrival_days, size=n - n_initial)]
+        [
+            rng.uniform(-60.0, 0.0, size=n_initial),
+            rng.uniform(0.0, config.item_arrival_days, size=n - n_initial),
+        ]
     )
     publish_day = publish_day[rng.permutation(n)]
 
     is_bait = rng.random(n) < config.bait_share
     bait = np.where(is_bait, rng.beta(5.0, 2.0, size=n), rng.beta(1.0, 5.0, size=n))
-    quality = rng.normal(size=n) - 1.2 * is_bait
+    quality = rng.normal(size=n) - 1.5 * is_bait
     saliency = bait + 0.3 * rng.normal(size=n)
 
     # a third of the categories are "fast" (fashion-like, τ = 7 days), the rest slow (τ = 60 days)

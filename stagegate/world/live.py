@@ -28,7 +28,8 @@ from stagegate.world.config import WorldConfig
 from stagegate.world.response import respond, sigmoid
 from stagegate.world.rng import stream_key, uniform
 from stagegate.world.schema import RequestContext, ServedBatch
-from stagegate.world.stock import allocate, initial_stock
+from stagegate.world.stock import allocate, initial_stock, restock_target
+from stagegate.world.threads import single_threaded_blas
 from stagegate.world.users import Users, make_users
 
 if TYPE_CHECKING:
@@ -43,10 +44,11 @@ _SLATE_GAP_HOURS = 2.0 / 60.0  # time between two slates of one session
 _NOMINAL_SLATES_PER_SESSION = 2.5  # converts requests_per_hour into a session rate
 _PRIMARY_DEVICE_PROB = 0.85
 _PURCHASES_PER_SLATE_GUESS = 0.03  # only sizes the initial stock; the realised rate comes from the model
+EXPECTED_KEYS = ("clicks", "purchases", "revenue", "cold_start_revenue")
 
 
 def _poisson_from_uniform(u: np.ndarray, lam: np.ndarray, kmax: int = 8) -> np.ndarray:
-    """Inverse-CDF Poisson draws (small rates): monotone in ``lam`` for a fixed ``u``, which keeps CRN tight."""
+    """Inverse-CDF Poisson draws for small rates: monotone in ``lam`` for a fixed ``u`` (keeps CRN tight)."""
     p = np.exp(-lam)
     cdf = p.copy()
     count = np.zeros(u.shape, dtype=np.int64)
@@ -85,27 +87,35 @@ class LiveWorld:
         self._recent = np.full((n_u, cfg.history_len), -1, dtype=np.int32)
         self._n_hist = np.zeros(n_u, dtype=np.int64)
         self._sales = np.zeros((7, n_i), dtype=np.int64)  # ring buffer of daily sales, for social proof
-        self._stock_level = initial_stock(self._expected_daily_sales(rng), cfg.cover_days, rng)
+        self._cover = rng.uniform(cfg.cover_days[0], cfg.cover_days[1], size=n_i)
+        self._stock_level = initial_stock(self._expected_daily_sales(rng), self._cover, rng)
         self._stock = self._stock_level.copy() if cfg.mechanisms.stock else np.full(n_i, 1 << 40)
         self._restock_offset = rng.integers(0, 7, size=n_i)
         self._activity_rate = self._users.activity / self._users.activity.sum()
+        # expected (Rao–Blackwellised) outcomes of everything served, hidden: the oracle's low-noise truth
+        self._expected = dict.fromkeys(EXPECTED_KEYS, 0.0)
         self._seed_history(rng)
 
     # ------------------------------------------------------------------ construction helpers
 
     def _expected_daily_sales(self, rng: np.random.Generator) -> np.ndarray:
-        """A rough per-item demand forecast from the hidden appeal, used only to size stock (as a buyer would)."""
+        """A rough per-item demand forecast from the hidden appeal, used only to size the initial stock."""
         cat, usr, p = self._catalog, self._users, self.config.response
         sample = rng.choice(usr.n_users, size=min(400, usr.n_users), replace=False)
         aff = usr.taste[sample] @ cat.embedding.T
         click = sigmoid(p.alpha0 + p.alpha_affinity * aff + p.alpha_bait * cat.bait[None, :])
-        buy = sigmoid(p.gamma0 + p.gamma_affinity * aff + p.gamma_quality * cat.quality - p.gamma_price * cat.log_price_rel)
-        appeal = (click * buy).mean(axis=0) ** 2  # squared: rankers concentrate demand on the best items
+        buy = sigmoid(
+            p.gamma0
+            + p.gamma_affinity * aff
+            + p.gamma_quality * cat.quality
+            - p.gamma_price * cat.log_price_rel
+        )
+        appeal = (click * buy).mean(axis=0)
         total = self.config.requests_per_hour * 24.0 * _PURCHASES_PER_SLATE_GUESS
         return total * appeal / appeal.sum()
 
     def _seed_history(self, rng: np.random.Generator) -> None:
-        """Users active at day 0 come with a past: a history length and recent items drawn from their tastes."""
+        """Users active at day 0 come with a past: a history length and recent items that follow taste."""
         cfg, cat, usr, p = self.config, self._catalog, self._users, self.config.response
         existing = np.flatnonzero(usr.join_day <= 0.0)
         if existing.size == 0:
@@ -176,11 +186,27 @@ class LiveWorld:
             raise ValueError(f"hours must be positive, got {hours}")
         if explore_temperature is not None and explore_temperature <= 0.0:
             raise ValueError(f"explore_temperature must be positive or None, got {explore_temperature}")
+        with single_threaded_blas():
+            return self._serve(champion, candidate, candidate_share, hours, shadow, explore_temperature)
+
+    def _serve(
+        self,
+        champion: Ranker,
+        candidate: Ranker | None,
+        candidate_share: float,
+        hours: float,
+        shadow: Ranker | None,
+        explore_temperature: float | None,
+    ) -> ServedBatch:
         parts: list[ServedBatch] = []
         remaining = float(hours)
+        block = float(self.config.block_hours)
         while remaining > 1e-9:
             self._advance_days()
-            boundary = math.floor(self._t_hours + 1e-9) + 1.0
+            boundary = (math.floor(self._t_hours / block + 1e-9) + 1.0) * block
+            boundary = min(
+                boundary, (math.floor(self._t_hours / 24.0 + 1e-9) + 1.0) * 24.0
+            )  # never cross a day
             dt = min(remaining, boundary - self._t_hours)
             part = self._tick(dt, champion, candidate, candidate_share, shadow, explore_temperature)
             if part is not None:
@@ -188,12 +214,15 @@ class LiveWorld:
             self._t_hours += dt
             remaining -= dt
         self._advance_days()
-        batch = concat(parts) if parts else self._empty_batch(shadow is not None)
+        # slates of a session that started near a block's end spill past it: order the window by time
+        batch = self._sorted_by_time(concat(parts)) if parts else self._empty_batch(shadow is not None)
         ctx = batch.context
         ctx = RequestContext(**{**ctx.__dict__, **self._snapshot(self.now)})
         return ServedBatch(**{**batch.__dict__, "context": ctx})
 
-    def log_history(self, champion: Ranker, days: float, explore_temperature: float | None = 0.3) -> ServedBatch:
+    def log_history(
+        self, champion: Ranker, days: float, explore_temperature: float | None = 0.3
+    ) -> ServedBatch:
         """Serve ``days`` of champion-only traffic (the logs the offline stage and training read)."""
         return self.serve(champion, hours=days * 24.0, explore_temperature=explore_temperature)
 
@@ -205,13 +234,15 @@ class LiveWorld:
         seeds: tuple[int, ...] | list[int] = (0, 1, 2),
         explore_temperature: float | None = 0.3,
     ) -> dict[str, Any]:
-        """True relative effects of ``candidate`` at 100 % versus ``champion`` at 100 % from the current state.
+        """True relative effects of ``candidate`` at 100 % versus ``champion`` at 100 % (current state).
 
         See :func:`stagegate.world.oracle.ground_truth`. The world itself is not advanced.
         """
         from stagegate.world.oracle import ground_truth
 
-        return ground_truth(self, champion, candidate, days=days, seeds=seeds, explore_temperature=explore_temperature)
+        return ground_truth(
+            self, champion, candidate, days=days, seeds=seeds, explore_temperature=explore_temperature
+        )
 
     def fork(self, truth_seed: int | None = None) -> LiveWorld:
         """An independent copy of the world in its current state.
@@ -224,6 +255,7 @@ class LiveWorld:
             twin._noise = stream_key(self.config.seed, f"truth:{truth_seed}")
             twin._aux = np.random.default_rng([self.config.seed, 2, truth_seed])
             twin._compute_pscore = False
+            twin._expected = dict.fromkeys(EXPECTED_KEYS, 0.0)  # the oracle counts from the fork point
         return twin
 
     # ------------------------------------------------------------------ internals: time
@@ -234,21 +266,61 @@ class LiveWorld:
         return {"in_stock": (self._stock > 0) & published, "item_age_days": age}
 
     def _advance_days(self) -> None:
-        """Daily updates for every day boundary crossed: restock, sales window, satisfaction and fatigue decay."""
-        today = int(math.floor(self._t_hours / 24.0 + 1e-12))
+        """Daily updates at each day boundary: restock, sales window, satisfaction and fatigue decay."""
+        today = math.floor(self._t_hours / 24.0 + 1e-12)
         p = self.config.response
         while self._day < today:
             self._day += 1
+            sales_last_week = self._sales.sum(axis=0)
             self._sales[self._day % 7] = 0
             self._satisfaction *= p.sat_decay_day
             self._fatigue *= p.fatigue_day
             if self.config.mechanisms.stock:
                 due = (self._day - self._restock_offset) % 7 == 0
-                lucky = uniform(self._noise, _RESTOCK, np.arange(self.n_items), self._day) < self.config.restock_prob
+                lucky = (
+                    uniform(self._noise, _RESTOCK, np.arange(self.n_items), self._day)
+                    < self.config.restock_prob
+                )
                 refill = due & lucky
-                self._stock[refill] = np.maximum(self._stock[refill], self._stock_level[refill])
+                target = restock_target(
+                    self._stock_level[refill], sales_last_week[refill], self._cover[refill]
+                )
+                self._stock[refill] = np.maximum(self._stock[refill], target)
 
     # ------------------------------------------------------------------ internals: one hour
+
+    def _arrivals(self, t0: float, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sessions starting in [t0, t0 + dt) hours: (user, CRN key of the session, start time in hours).
+
+        Counts are drawn hour by hour (the diurnal rate changes by hour) from inverse-CDF Poisson draws keyed
+        by (user, minute of the segment start), so forks that serve the same windows share their arrivals.
+        """
+        cfg, p = self.config, self.config.response
+        users = np.arange(cfg.n_users)
+        base = self._activity_rate * (cfg.requests_per_hour / _NOMINAL_SLATES_PER_SESSION)
+        if cfg.mechanisms.satisfaction:
+            base = base * np.exp(p.visit_sat * self._satisfaction)
+        out_u, out_key, out_t = [], [], []
+        t, end = t0, t0 + dt
+        while t < end - 1e-9:
+            seg_end = min(end, math.floor(t + 1e-9) + 1.0)
+            length = seg_end - t
+            hour = math.floor(t + 1e-9) % 24
+            seg_key = round(t * 60.0)
+            rate = base * (_diurnal(hour) * length) * (self._users.join_day <= t / 24.0)
+            counts = _poisson_from_uniform(uniform(self._noise, _ARRIVE, users, seg_key), rate)
+            if counts.any():
+                s_user = np.repeat(users, counts)
+                s_j = np.arange(s_user.size) - np.repeat(np.cumsum(counts) - counts, counts)
+                key = seg_key * 16 + np.minimum(s_j, 15)  # session key: segment start minute and index in it
+                out_u.append(s_user)
+                out_key.append(key)
+                out_t.append(t + length * uniform(self._noise, _START, s_user, key))
+            t = seg_end
+        if not out_u:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0)
+        return np.concatenate(out_u), np.concatenate(out_key), np.concatenate(out_t)
 
     def _tick(
         self,
@@ -259,47 +331,33 @@ class LiveWorld:
         shadow: Ranker | None,
         temperature: float | None,
     ) -> ServedBatch | None:
-        cfg, p = self.config, self.config.response
+        cfg = self.config
         t0 = self._t_hours
-        hour = int(math.floor(t0 + 1e-9)) % 24
-        tick_key = round(t0 * 60.0)  # minutes: identical in every fork
-        users = np.arange(cfg.n_users)
-        rate = (
-            self._activity_rate
-            * (cfg.requests_per_hour / _NOMINAL_SLATES_PER_SESSION)
-            * _diurnal(hour)
-            * dt
-            * (self._users.join_day <= t0 / 24.0)
-        )
-        if cfg.mechanisms.satisfaction:
-            rate = rate * np.exp(p.visit_sat * self._satisfaction)
-        counts = _poisson_from_uniform(uniform(self._noise, _ARRIVE, users, tick_key), rate)
-        if counts.sum() == 0:
+        s_user, s_key, s_start = self._arrivals(t0, dt)
+        if s_user.size == 0:
             return None
-        s_user = np.repeat(users, counts)
-        s_j = np.arange(s_user.size) - np.repeat(np.cumsum(counts) - counts, counts)  # session index in the hour
-        s_offset = uniform(self._noise, _START, s_user, tick_key, s_j)
+        order = np.argsort(s_start, kind="stable")  # serve sessions in time order (stock: first come)
+        s_user, s_key, s_start = s_user[order], s_key[order], s_start[order]
         primary = self._users.mobile_primary[s_user].astype(np.int8)
-        s_device = np.where(uniform(self._noise, _DEVICE, s_user, tick_key, s_j) < _PRIMARY_DEVICE_PROB, primary, 1 - primary)
+        s_device = np.where(
+            uniform(self._noise, _DEVICE, s_user, s_key) < _PRIMARY_DEVICE_PROB, primary, 1 - primary
+        )
         s_id = self._next_session_id + np.arange(s_user.size, dtype=np.int64)
         self._next_session_id += s_user.size
-        order = np.argsort(s_offset, kind="stable")  # serve sessions in time order (stock: first come)
-        s_user, s_j, s_offset, s_device, s_id = (a[order] for a in (s_user, s_j, s_offset, s_device, s_id))
 
-        snapshot_published = self._catalog.publish_day <= t0 / 24.0
+        published = self._catalog.publish_day <= t0 / 24.0
         steps: list[ServedBatch] = []
         active = np.arange(s_user.size)
         for step in range(cfg.max_slates_per_session):
             if active.size == 0:
                 break
             batch, cont = self._step(
-                step, active, s_user, s_j, s_offset, s_device, s_id, t0, dt, hour, tick_key,
-                snapshot_published, champion, candidate, share, shadow, temperature,
+                step, s_user[active], s_key[active], s_start[active], s_device[active], s_id[active],
+                t0, published, champion, candidate, share, shadow, temperature,
             )  # fmt: skip
             steps.append(batch)
             active = active[cont]
-        merged = concat(steps)
-        return self._sorted_by_time(merged)
+        return concat(steps)
 
     @staticmethod
     def _sorted_by_time(batch: ServedBatch) -> ServedBatch:
@@ -311,16 +369,12 @@ class LiveWorld:
     def _step(
         self,
         step: int,
-        active: np.ndarray,
-        s_user: np.ndarray,
-        s_j: np.ndarray,
-        s_offset: np.ndarray,
-        s_device: np.ndarray,
-        s_id: np.ndarray,
+        u: np.ndarray,
+        key: np.ndarray,
+        start: np.ndarray,
+        device: np.ndarray,
+        session_id: np.ndarray,
         t0: float,
-        dt: float,
-        hour: int,
-        tick_key: int,
         published: np.ndarray,
         champion: Ranker,
         candidate: Ranker | None,
@@ -328,11 +382,12 @@ class LiveWorld:
         shadow: Ranker | None,
         temperature: float | None,
     ) -> tuple[ServedBatch, np.ndarray]:
+        """Serve slate number ``step`` of every still-active session; returns its log and who continues."""
         cfg, p, mech, cat = self.config, self.config.response, self.config.mechanisms, self._catalog
         k = cfg.slate_k
-        u, j = s_user[active], s_j[active]
         n = u.size
-        t_req = (t0 + s_offset[active] * dt + step * _SLATE_GAP_HOURS) / 24.0
+        t_hours = start + step * _SLATE_GAP_HOURS
+        t_req = t_hours / 24.0
         t_days = t0 / 24.0
         lo, hi = cfg.segment_thresholds
         segment = np.where(self._n_hist[u] < lo, 0, np.where(self._n_hist[u] < hi, 1, 2)).astype(np.int8)
@@ -340,8 +395,8 @@ class LiveWorld:
             request_id=self._next_request_id + np.arange(n, dtype=np.int64),
             t=t_req,
             user_id=u.astype(np.int64),
-            hour=np.full(n, hour, dtype=np.int8),
-            device=s_device[active].astype(np.int8),
+            hour=(np.floor(start).astype(np.int64) % 24).astype(np.int8),  # the hour the session started
+            device=device.astype(np.int8),
             user_segment=segment,
             recent_items=self._recent[u].copy(),
             in_stock=(self._stock > 0) & published,
@@ -360,7 +415,7 @@ class LiveWorld:
         if i0.size:
             m = min(cfg.explore_pool, int(published.sum()))
             m = max(m, k)
-            ug = uniform(self._noise, _GUMBEL, u[i0, None], tick_key, j[i0, None], step, np.arange(m)[None, :])
+            ug = uniform(self._noise, _GUMBEL, u[i0, None], key[i0, None], step, np.arange(m)[None, :])
             sl = serving.serve_champion(
                 champion, take_context(ctx, i0), k, temperature, m, ug, cfg.pscore_samples,
                 self._aux if self._compute_pscore else None,
@@ -406,8 +461,8 @@ class LiveWorld:
 
         # --- the users respond
         pos = np.arange(k)[None, :]
-        u_click = uniform(self._noise, _CLICK, u[:, None], tick_key, j[:, None], step, pos)
-        u_buy = uniform(self._noise, _BUY, u[:, None], tick_key, j[:, None], step, pos)
+        u_click = uniform(self._noise, _CLICK, u[:, None], key[:, None], step, pos)
+        u_buy = uniform(self._noise, _BUY, u[:, None], key[:, None], step, pos)
         stock_at_serve = self._stock[items].astype(np.int64)
         resp = respond(
             u, items, ctx.device, ctx.hour, t_req[:, None] - cat.publish_day[items],
@@ -415,6 +470,12 @@ class LiveWorld:
             sales7d=self._sales.sum(axis=0), stock=self._stock, u_click=u_click, u_buy=u_buy,
             params=p, mech=mech,
         )  # fmt: skip
+        exp_buy = resp.p_click * resp.p_buy
+        exp_rev = (exp_buy * cat.price[items]).sum(axis=1)
+        self._expected["clicks"] += float(resp.p_click.sum())
+        self._expected["purchases"] += float(exp_buy.sum())
+        self._expected["revenue"] += float(exp_rev.sum())
+        self._expected["cold_start_revenue"] += float(exp_rev[segment == 0].sum())
         purchases = allocate(resp.purchases, items, self._stock, t_req)
         oos = resp.oos_clicks | (resp.purchases & ~purchases)  # someone else bought the last unit
         revenue = (purchases * cat.price[items]).sum(axis=1)
@@ -424,7 +485,7 @@ class LiveWorld:
         logit = p.cont0 + p.cont_click * any_click
         if mech.satisfaction:
             logit = logit + p.cont_sat * self._satisfaction[u]
-        u_cont = uniform(self._noise, _CONTINUE, u, tick_key, j, step)
+        u_cont = uniform(self._noise, _CONTINUE, u, key, step)
         cont = (u_cont < sigmoid(logit)) & (step + 1 < cfg.max_slates_per_session)
 
         batch = ServedBatch(
@@ -439,11 +500,12 @@ class LiveWorld:
             error=error,
             shadow_items=shadow_items,
             pscore_prefix=prefix,
-            session_id=s_id[active],
+            session_id=session_id,
             slate_index=np.full(n, step, dtype=np.int16),
             stock_at_serve=stock_at_serve,
             shadow_latency_ms=shadow_latency,
             shadow_error=shadow_error,
+            in_stock_at_serve=np.tile(np.packbits(ctx.in_stock, bitorder="little"), (n, 1)),
         )
         return batch, cont
 
@@ -457,7 +519,7 @@ class LiveWorld:
         red: np.ndarray,
     ) -> None:
         cfg, p, mech, cat = self.config, self.config.response, self.config.mechanisms, self._catalog
-        n, k = items.shape
+        k = items.shape[1]
         sold = np.bincount(items[purchases], minlength=cfg.n_items)
         if mech.stock:
             self._stock -= sold
@@ -469,7 +531,8 @@ class LiveWorld:
             disappointed = clicks & ~purchases & ~oos
             delta = (
                 p.sat_purchase * purchases.sum(axis=1)
-                - p.sat_bait_click * (disappointed * cat.bait[items]).sum(axis=1)
+                - p.sat_bait_click
+                * (disappointed * np.maximum(cat.bait[items] - p.sat_bait_floor, 0.0)).sum(axis=1)
                 - p.sat_oos_click * oos.sum(axis=1)
                 - p.sat_redundancy * red.mean(axis=1)
             )
@@ -523,4 +586,5 @@ class LiveWorld:
             stock_at_serve=np.zeros((0, k), dtype=np.int64),
             shadow_latency_ms=np.zeros(0) if with_shadow else None,
             shadow_error=np.zeros(0, dtype=bool) if with_shadow else None,
+            in_stock_at_serve=np.zeros((0, (self.n_items + 7) // 8), dtype=np.uint8),
         )

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from stagegate.models.base import Ranker
     from stagegate.world.live import LiveWorld
 
-METRICS = (
+METRICS = (  # the keys of every "champion", "candidate", "effect", ... mapping
     "revenue_per_user",
     "purchases_per_user",
     "clicks_per_user",
@@ -27,8 +27,12 @@ METRICS = (
     "sessions_per_user",
     "ctr",
     "conversion",
-    "oos_click_share",
     "cold_start_revenue_per_user",
+    "revenue_per_user_realised",
+    "purchases_per_user_realised",
+    "clicks_per_user_realised",
+    "oos_click_share_realised",
+    "cold_start_revenue_per_user_realised",
     "mean_satisfaction",
 )
 
@@ -66,25 +70,63 @@ class WorldOracle:
 
 
 def summarise(batch: ServedBatch, n_users: int, satisfaction: np.ndarray | None = None) -> dict[str, float]:
-    """Population-level totals of a log, per eligible user (so that fewer visits count as a loss)."""
+    """Population-level totals of a public log, per eligible user (so that fewer visits count as a loss)."""
     clicks = float(batch.clicks.sum())
     purchases = float(batch.purchases.sum())
-    impressions = float(batch.items.size)
-    oos = float((batch.clicks & (batch.stock_at_serve <= 0)).sum()) if batch.stock_at_serve is not None else np.nan
+    oos = (
+        float((batch.clicks & (batch.stock_at_serve <= 0)).sum())
+        if batch.stock_at_serve is not None
+        else np.nan
+    )
     cold = batch.context.user_segment == 0
     sessions = float(np.unique(batch.session_id).size) if batch.session_id is not None else np.nan
     return {
-        "revenue_per_user": float(batch.revenue.sum()) / n_users,
-        "purchases_per_user": purchases / n_users,
-        "clicks_per_user": clicks / n_users,
+        "revenue_per_user_realised": float(batch.revenue.sum()) / n_users,
+        "purchases_per_user_realised": purchases / n_users,
+        "clicks_per_user_realised": clicks / n_users,
         "requests_per_user": batch.n / n_users,
         "sessions_per_user": sessions / n_users,
-        "ctr": clicks / impressions if impressions else np.nan,
-        "conversion": purchases / clicks if clicks else np.nan,
-        "oos_click_share": oos / clicks if clicks else np.nan,
-        "cold_start_revenue_per_user": float(batch.revenue[cold].sum()) / n_users,
+        "oos_click_share_realised": oos / clicks if clicks else np.nan,
+        "cold_start_revenue_per_user_realised": float(batch.revenue[cold].sum()) / n_users,
         "mean_satisfaction": float(np.mean(satisfaction)) if satisfaction is not None else np.nan,
     }
+
+
+def _expected_summary(expected: dict[str, float], batch: ServedBatch, n_users: int) -> dict[str, float]:
+    """Metrics from the world's expected outcomes (click and purchase probabilities of every shown slot).
+
+    The expectation removes the Bernoulli noise of individual clicks and purchases (Rao–Blackwellisation)
+    while keeping the realised path of the world (who came back, what sold out), so that a few seeds of a
+    small world measure effects of a few per cent.
+    """
+    impressions = float(batch.items.size)
+    return {
+        "revenue_per_user": expected["revenue"] / n_users,
+        "purchases_per_user": expected["purchases"] / n_users,
+        "clicks_per_user": expected["clicks"] / n_users,
+        "ctr": expected["clicks"] / impressions if impressions else np.nan,
+        "conversion": expected["purchases"] / expected["clicks"] if expected["clicks"] else np.nan,
+        "cold_start_revenue_per_user": expected["cold_start_revenue"] / n_users,
+    }
+
+
+def _run_arm(
+    world: LiveWorld,
+    seed: int,
+    days: float,
+    n_users: int,
+    champion: Ranker,
+    candidate: Ranker | None,
+    explore_temperature: float | None,
+) -> dict[str, float]:
+    fork = world.fork(truth_seed=seed)
+    share = 1.0 if candidate is not None else 0.0
+    log = fork.serve(
+        champion, candidate, candidate_share=share, hours=days * 24.0, explore_temperature=explore_temperature
+    )
+    out = summarise(log, n_users, fork._satisfaction)
+    out.update(_expected_summary(fork._expected, log, n_users))
+    return out
 
 
 def ground_truth(
@@ -99,7 +141,9 @@ def ground_truth(
 
     For each seed, two forks of the world share their random numbers (CRN); one serves the champion to
     everyone (stochastically, as it is served in production), the other the candidate (deterministically, as
-    in the canary). Effects are relative: candidate / champion − 1 of the population totals. Returns
+    in the canary). Effects are relative: candidate / champion − 1 of the population totals. Metrics without
+    a suffix are computed from the world's expected outcomes per shown slot (low noise); ``*_realised`` from
+    the sampled clicks and purchases. Returns
     ``{"days", "seeds", "n_users", "champion": {metric: mean}, "candidate": {...}, "effect": {...},
     "effect_per_seed": {metric: [...]}, "ci95": {metric: [lo, hi]}}`` with a t interval over seeds.
     The world itself is not advanced.
@@ -111,12 +155,10 @@ def ground_truth(
     n_users = int((world._users.join_day <= end_day).sum())
     per_arm: dict[str, list[dict[str, float]]] = {"champion": [], "candidate": []}
     for seed in seeds:
-        a = world.fork(truth_seed=seed)
-        log_a = a.serve(champion, hours=days * 24.0, explore_temperature=explore_temperature)
-        per_arm["champion"].append(summarise(log_a, n_users, a._satisfaction))
-        b = world.fork(truth_seed=seed)
-        log_b = b.serve(champion, candidate, candidate_share=1.0, hours=days * 24.0, explore_temperature=explore_temperature)
-        per_arm["candidate"].append(summarise(log_b, n_users, b._satisfaction))
+        per_arm["champion"].append(_run_arm(world, seed, days, n_users, champion, None, explore_temperature))
+        per_arm["candidate"].append(
+            _run_arm(world, seed, days, n_users, champion, candidate, explore_temperature)
+        )
     effect_per_seed: dict[str, list[float]] = {}
     for m in METRICS:
         effects = []

@@ -57,14 +57,39 @@ def prefix_probabilities(logits: np.ndarray, order: np.ndarray) -> np.ndarray:
 def item_position_marginals(
     logits: np.ndarray, order: np.ndarray, samples: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """(n, k) Monte-Carlo estimates of P(pool item order[:, j] lands at position j), realised slate included."""
+    """(n, k) Monte-Carlo estimates of P(pool item order[:, j] lands at position j), Rao–Blackwellised.
+
+    For each sampled slate, the probability that item i is drawn at position j *given the sampled prefix*
+    is w_i / (W − w(prefix)) (zero if i is already in the prefix); averaging that over samples is unbiased
+    and has far lower variance than counting hits. The realised slate is one of the samples, so the
+    estimate is never zero for what was actually shown.
+    """
     n, m = logits.shape
     k = order.shape[1]
-    hits = np.zeros((n, k))
+    w = np.exp(logits - np.max(logits, axis=1, keepdims=True))
+    total = w.sum(axis=1)
+    w_target = np.take_along_axis(w, order, axis=1)  # (n, k) weight of the realised item at each position
+    acc = _conditional(w, total, w_target, order[:, None, :], order)[:, 0, :]  # the realised slate itself
     rows = max(1, _CHUNK_ELEMS // max(1, samples * m))
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
-        g = rng.gumbel(size=(hi - lo, samples, m))
-        draws = topk_order(logits[lo:hi, None, :] + g, k)  # (c, S, k)
-        hits[lo:hi] = (draws == order[lo:hi, None, :]).sum(axis=1)
-    return (hits + 1.0) / (samples + 1.0)
+        u = rng.random((hi - lo, samples, m), dtype=np.float32)
+        keys = logits[lo:hi, None, :].astype(np.float32) - np.log(-np.log(np.clip(u, 1e-30, 1 - 1e-7)))
+        draws = topk_order(keys, k)  # (c, S, k)
+        acc[lo:hi] += _conditional(w[lo:hi], total[lo:hi], w_target[lo:hi], draws, order[lo:hi]).sum(axis=1)
+    return acc / (samples + 1.0)
+
+
+def _conditional(
+    w: np.ndarray, total: np.ndarray, w_target: np.ndarray, draws: np.ndarray, order: np.ndarray
+) -> np.ndarray:
+    """(c, S, k): P(order[:, j] drawn at position j | the prefix draws[:, s, :j])."""
+    c, s, k = draws.shape
+    dw = np.take_along_axis(w[:, None, :], draws, axis=2)  # (c, S, k)
+    removed = np.concatenate([np.zeros((c, s, 1)), np.cumsum(dw, axis=2)[:, :, :-1]], axis=2)
+    # is the target of position j among the first j drawn items?
+    same = draws[:, :, None, :] == order[:, None, :, None]  # (c, S, j, t): draw t equals target j
+    before = np.tril(np.ones((k, k), dtype=bool), -1)[None, None]  # t < j
+    taken = (same & before).any(axis=3)
+    denom = np.maximum(total[:, None, None] - removed, 1e-300)
+    return np.where(taken, 0.0, w_target[:, None, :] / denom)

@@ -1,4 +1,4 @@
-"""The user response model: examination × attractiveness gives clicks; fit × quality × price × stock gives purchases.
+"""The user response model: examination × attractiveness → clicks; fit × quality × price × stock → purchases.
 
 Reference §6.3. Clicks follow a position-based model (PBM; Craswell et al. 2008, OBP's slate 'pbm'):
 P(click at k) = e_k(device) · σ(a_ui). Purchases happen only after a click, with a conversion probability that
@@ -32,7 +32,7 @@ def examination(device: np.ndarray, k: int, params: ResponseParams, mech: Mechan
 
 
 def redundancy(items: np.ndarray, embedding: np.ndarray) -> np.ndarray:
-    """red_i = max cosine of each slot's item to the items ranked above it (KuaiSim/SARDINE style); 0 at top."""
+    """red_i = max cosine of a slot's item to the items ranked above it (KuaiSim/SARDINE style); 0 at top."""
     emb = embedding[items]  # (n, k, d), unit norm
     sim = np.einsum("nkd,njd->nkj", emb, emb)
     k = items.shape[1]
@@ -52,6 +52,8 @@ class Response:
     oos_clicks: np.ndarray  # bool (n, k): clicked, wanted to buy, found it sold out
     revenue: np.ndarray  # float (n,)
     redundancy: np.ndarray  # float (n, k)
+    p_click: np.ndarray  # float (n, k) the click probability (hidden truth, for the oracle only)
+    p_buy: np.ndarray  # float (n, k) P(purchase | click), zero when out of stock (hidden truth)
 
 
 def freshness(age_days: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -78,7 +80,7 @@ def respond(
     params: ResponseParams,
     mech: Mechanisms,
 ) -> Response:
-    """Simulate clicks and purchases for slates ``items`` (n, k); ``item_age`` is (n, k) days since publication.
+    """Simulate clicks and purchases for slates ``items`` (n, k); ``item_age``: (n, k) days since publication.
 
     Purchases are *intentions* here: the stock allocation (who gets the last unit) is done by the caller,
     which knows the order of requests.
@@ -103,7 +105,8 @@ def respond(
     if mech.social_proof:
         a = a + params.alpha_social * np.log1p(sales7d[items])
 
-    clicks = u_click < examination(device, k, params, mech) * sigmoid(a)
+    p_click = examination(device, k, params, mech) * sigmoid(a)
+    clicks = u_click < p_click
 
     c = (
         params.gamma0
@@ -112,9 +115,18 @@ def respond(
         - params.gamma_price * users.price_sens[users_idx][:, None] * catalog.log_price_rel[items]
         + params.gamma_fresh * kappa * fresh
     )
-    wants = clicks & (u_buy < sigmoid(c))
+    p_conv = sigmoid(c)
+    wants = clicks & (u_buy < p_conv)
     available = stock[items] > 0
     purchases = wants & available
     oos = clicks & ~available
     revenue = (purchases * catalog.price[items]).sum(axis=1)
-    return Response(clicks=clicks, purchases=purchases, oos_clicks=oos, revenue=revenue, redundancy=red)
+    return Response(
+        clicks=clicks,
+        purchases=purchases,
+        oos_clicks=oos,
+        revenue=revenue,
+        redundancy=red,
+        p_click=p_click,
+        p_buy=p_conv * available,
+    )

@@ -29,7 +29,8 @@ class RequestContext:
     user_segment: np.ndarray  # int8 (n,) index into SEGMENTS
     recent_items: np.ndarray  # int32 (n, h) the user's most recent clicked/purchased items, -1 padded
     in_stock: np.ndarray  # bool (n_items,) the public stock snapshot at serving time
-    item_age_days: np.ndarray  # float64 (n_items,) days since publication at serving time (inf if unpublished)
+    # float64 (n_items,) days since publication at serving time (inf if unpublished)
+    item_age_days: np.ndarray
 
     @property
     def n(self) -> int:
@@ -43,7 +44,8 @@ class ServedBatch:
     context: RequestContext
     arm: np.ndarray  # int8 (n,) 0 = champion, 1 = candidate
     items: np.ndarray  # int32 (n, k) the slate shown, best position first
-    pscore: np.ndarray  # float64 (n, k) item-position propensity under the serving policy (1.0 if deterministic)
+    # float64 (n, k) item-position propensity under the serving policy (1.0 if deterministic)
+    pscore: np.ndarray
     clicks: np.ndarray  # bool (n, k)
     purchases: np.ndarray  # bool (n, k)
     revenue: np.ndarray  # float64 (n,) sum of purchased prices
@@ -56,7 +58,10 @@ class ServedBatch:
     slate_index: np.ndarray | None = None  # int16 (n,) 0 for the first slate of a session, then 1, 2, ...
     stock_at_serve: np.ndarray | None = None  # int64 (n, k) units on hand of each shown item when served
     shadow_latency_ms: np.ndarray | None = None  # float64 (n,) the shadow model's latency
-    shadow_error: np.ndarray | None = None  # bool (n,) the shadow model failed (its row of shadow_items is -1)
+    shadow_error: np.ndarray | None = None  # bool (n,) the shadow model failed (its shadow_items row is -1)
+    # uint8 (n, ceil(n_items / 8)): the public in-stock flags of the whole catalogue when the request was
+    # served, bit-packed (np.packbits, bitorder="little"); stagegate.world.batch.serving_batches unpacks them
+    in_stock_at_serve: np.ndarray | None = None
 
     @property
     def n(self) -> int:

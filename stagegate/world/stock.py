@@ -33,8 +33,17 @@ def allocate(wants: np.ndarray, items: np.ndarray, stock: np.ndarray, order: np.
 
 
 def initial_stock(
-    expected_daily_sales: np.ndarray, cover_days: tuple[float, float], rng: np.random.Generator
+    expected_daily_sales: np.ndarray, cover: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """Initial (and restock) level: expected demand × U(cover) days of cover, Poisson noise, at least 1 unit."""
-    cover = rng.uniform(cover_days[0], cover_days[1], size=expected_daily_sales.shape)
-    return np.maximum(1, rng.poisson(expected_daily_sales * cover)).astype(np.int64)
+    """Initial level: a demand forecast × the item's days of cover, Poisson noise, at least 2 units."""
+    return np.maximum(2, rng.poisson(expected_daily_sales * cover)).astype(np.int64)
+
+
+def restock_target(base_level: np.ndarray, sales_last_week: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """Order-up-to level at a restock: the larger of the base level and last week's sales × days of cover.
+
+    A buyer re-orders what sells (a periodic-review order-up-to policy; Silver, Pyke & Thomas 2016, ch. 7):
+    steady demand is covered, while a sudden shift of demand (a new ranker at 100 %) sells items out
+    before the next review.
+    """
+    return np.maximum(base_level, np.ceil(sales_last_week * cover / 7.0).astype(np.int64))

@@ -40,11 +40,15 @@ def make_users(config: WorldConfig, catalog: Catalog, rng: np.random.Generator) 
     c = catalog.category_centres.shape[0]
     # each taste cluster likes two categories; users scatter around their cluster
     pairs = np.stack([rng.choice(c, size=2, replace=False) for _ in range(k)])
-    centres = _normalise(catalog.category_centres[pairs].sum(axis=1) + 0.3 * rng.normal(size=(k, d)) / np.sqrt(d))
+    centres = _normalise(
+        catalog.category_centres[pairs].sum(axis=1) + 0.3 * rng.normal(size=(k, d)) / np.sqrt(d)
+    )
     cluster = rng.choice(k, size=n, p=rng.dirichlet(np.full(k, 4.0)))
     taste = _normalise(centres[cluster] + 0.7 * rng.normal(size=(n, d)) / np.sqrt(d))
     n_existing = round(config.existing_user_share * n)
-    join_day = np.concatenate([np.zeros(n_existing), rng.uniform(0.0, config.user_join_days, size=n - n_existing)])
+    join_day = np.concatenate(
+        [np.zeros(n_existing), rng.uniform(0.0, config.user_join_days, size=n - n_existing)]
+    )
     return Users(
         taste=taste,
         cluster=cluster,
