@@ -33,6 +33,7 @@ from prefect.input import RunInput
 
 from flows.context import PromotionContext, runtime
 from stagegate.events.store import TERMINAL_STATES
+from stagegate.policy.durations import format_duration
 
 
 class ApprovalDecision(RunInput):
@@ -276,7 +277,7 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
     )
     description = (
         f"### Approve {ctx.model} v{ctx.version} ({point})?\n\n{evidence.markdown}\n\n{evidence_note}\n\n"
-        f"Approvers: {', '.join(approvals.approvers)}. Timeout {approvals.timeout} "
+        f"Approvers: {', '.join(approvals.approvers)}. Timeout {format_duration(approvals.timeout)} "
         f"({approvals.on_timeout} on timeout). "
         f"{'A guardrail monitor watches ' + stage + ' while you decide. ' if monitor else ''}"
         f"Promotion `{ctx.promotion_id}`, MLflow run `{ctx.mlflow_run_id}`."
@@ -319,10 +320,22 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
             result = ApprovalResult(answer.approve, approver, answer.reason)
             break
         if result is None and _ended(ctx) is None:
-            _transition(ctx, "approval_timed_out", f"{point}: no approval within {approvals.timeout}")
-            _record(ctx, point, "timed_out", None, f"no answer within {approvals.timeout}", evidence, None)
+            _transition(
+                ctx, "approval_timed_out", f"{point}: no approval within {format_duration(approvals.timeout)}"
+            )
+            _record(
+                ctx,
+                point,
+                "timed_out",
+                None,
+                f"no answer within {format_duration(approvals.timeout)}",
+                evidence,
+                None,
+            )
             result = ApprovalResult(
-                False, None, f"no approval within {approvals.timeout} ({approvals.on_timeout})"
+                False,
+                None,
+                f"no approval within {format_duration(approvals.timeout)} ({approvals.on_timeout})",
             )
     except BaseException:
         if monitor is not None:  # the flow fails here: the monitor must not outlive it

@@ -132,6 +132,8 @@ def guardrail_monitor(
     mlflow_uri: str | None = None,
     events_url: str | None = None,
     flow_run_id: str | None = None,
+    notify_url: str | None = None,
+    notify_block: str | None = None,
 ) -> MonitorResult:
     """Judge ``stage`` of promotion ``promotion_id`` every ``interval_seconds`` while it awaits approval.
 
@@ -142,6 +144,8 @@ def guardrail_monitor(
         ("STAGEGATE_HOME", workspace),
         ("STAGEGATE_MLFLOW_URI", mlflow_uri),
         ("STAGEGATE_EVENTS_URL", events_url),
+        ("STAGEGATE_NOTIFY_URL", notify_url),
+        ("STAGEGATE_NOTIFY_BLOCK", notify_block),
     ):
         if value:  # a deployment's worker may have another workspace: the promotion's own wins
             os.environ[name] = value
@@ -355,6 +359,9 @@ def start_monitor(
         "mlflow_uri": ws.mlflow_uri,
         "events_url": ws.events_url,
         "flow_run_id": flow_run_id,
+        # announcements go where the promotion's own go
+        "notify_url": os.environ.get("STAGEGATE_NOTIFY_URL"),
+        "notify_block": os.environ.get("STAGEGATE_NOTIFY_BLOCK"),
     }
     mode = monitor_mode()
     if mode == "off":

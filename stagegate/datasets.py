@@ -32,27 +32,3 @@ def load_batch(path: str | Path) -> ServedBatch:
             if f.name != "context" and f.name in data
         }
     return ServedBatch(context=ctx, **rest)
-
-
-def select(batch: ServedBatch, mask: np.ndarray) -> ServedBatch:
-    """The requests where ``mask`` is true (per-item arrays of the context are kept whole)."""
-    mask = np.asarray(mask, dtype=bool)
-    n = batch.n
-
-    def cut(value: object) -> object:
-        if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == n:
-            return value[mask]
-        return value
-
-    ctx = dataclasses.replace(
-        batch.context,
-        **{
-            f.name: cut(getattr(batch.context, f.name))
-            for f in dataclasses.fields(RequestContext)
-            if f.name not in ("in_stock", "item_age_days")
-        },
-    )
-    rest = {
-        f.name: cut(getattr(batch, f.name)) for f in dataclasses.fields(ServedBatch) if f.name != "context"
-    }
-    return dataclasses.replace(batch, context=ctx, **rest)

@@ -73,5 +73,11 @@ def decide(
         else:
             decision, reasons = Decision.CONTINUE, ["minimum sample size not reached yet"]
     if decision is Decision.ADVANCE:
-        reasons = ["all gates passed" if verdicts else "no gates configured"]
+        recorded = [j.verdict.gate for j in judged if j.verdict.outcome is not Outcome.PASS]
+        if not verdicts:
+            reasons = ["no gates configured"]
+        elif recorded:
+            reasons = [f"no gate asks to act; recorded only: {', '.join(recorded)}"]
+        else:
+            reasons = ["all gates passed"]
     return LookDecision(decision, "; ".join(reasons), judged)

@@ -76,16 +76,21 @@ class Runtime:
 
         return load_batch(self.workspace.history_path)
 
-    def holdout(self) -> ServedBatch:
-        """The logged requests after the training cut-off: the offline stage's evaluation data."""
-        from stagegate.datasets import select
+    def holdout(self) -> list[ServedBatch]:
+        """The logged requests after the training cut-off (the offline and simulation stages' data), in
+        groups that carry the stock and item ages *at serving time*, not the log's last snapshot."""
+        from stagegate.world.batch import serving_batches, take
 
-        return select(self.history, self.history.context.t >= float(self.manifest["holdout_start_day"]))
+        rows = np.flatnonzero(self.history.context.t >= float(self.manifest["holdout_start_day"]))
+        publish_day = self.world.catalog_public().sort_values("item_id")["publish_day"].to_numpy(float)
+        return serving_batches(take(self.history, rows), publish_day)
 
     def training_log(self) -> ServedBatch:
-        from stagegate.datasets import select
+        from stagegate.world import take
 
-        return select(self.history, self.history.context.t < float(self.manifest["holdout_start_day"]))
+        return take(
+            self.history, np.flatnonzero(self.history.context.t < float(self.manifest["holdout_start_day"]))
+        )
 
     def ranker(self, model: str, version: str) -> Ranker:
         key = f"{model}/{version}"
@@ -112,10 +117,3 @@ class Runtime:
         )
         self.save_world()
         return batch
-
-
-def ensure_finite(name: str, values: np.ndarray) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0 or not np.isfinite(arr).all():
-        raise ValueError(f"{name}: empty or non-finite values")
-    return arr

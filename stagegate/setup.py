@@ -4,9 +4,11 @@
 
 1. build the live world from its config and seed;
 2. serve a warm-up period with the content-based bootstrap recipe (no model exists yet);
-3. train the champion recipe on those logs, register it, give it the ``champion`` alias and all traffic;
-4. serve the history period with the champion (stochastic, so that every slot has a propensity); the last
-   ``holdout_days`` of it are the offline stage's evaluation data, the rest is what candidates train on.
+3. train the champion recipe on those logs and let it serve the history period (stochastically, so that
+   every logged slot has a propensity); the last ``holdout_days`` are the offline stage's evaluation data,
+   the rest is what the champion and the candidates train on;
+4. retrain the champion recipe on the training log, register it, give it the ``champion`` alias and all
+   traffic.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pickle
 import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from stagegate.datasets import save_batch
 from stagegate.registry import CHAMPION_ALIAS
@@ -72,15 +76,23 @@ def init_workspace(
 ) -> dict[str, Any]:
     from stagegate.models.recipe import load_recipe
     from stagegate.models.train import train
-    from stagegate.world import LiveWorld
+    from stagegate.world import LiveWorld, take
 
     ws = Workspace.from_env(root)
     world = LiveWorld(world_config(size, seed))
-    catalog = world.catalog_public()
-    bootstrap = train(load_recipe(RECIPES / "bootstrap.yaml"), None, catalog)
+    bootstrap = train(load_recipe(RECIPES / "bootstrap.yaml"), None, world.catalog_public())
     warmup = world.log_history(bootstrap, days=warmup_days)
     champion_recipe = load_recipe(RECIPES / "champion.yaml")
-    champion = train(champion_recipe, warmup, world.catalog_public())
+    # The model that logs the history is the champion recipe trained on the warm-up week. The champion that
+    # candidates are compared with is the same recipe retrained on the training log, so that the incumbent
+    # and the candidates differ by recipe only, not by data, and none of them is the logger (which would
+    # start the offline comparison with an unfair advantage).
+    logger = train(champion_recipe, warmup, world.catalog_public())
+    history = world.log_history(logger, days=history_days)
+    save_batch(history, ws.history_path)
+    holdout_start = warmup_days + history_days - holdout_days
+    training_log = take(history, np.flatnonzero(history.context.t < holdout_start))
+    champion = train(champion_recipe, training_log, world.catalog_public())
     version = _register(champion, champion_recipe, model, ws)
 
     from stagegate.registry import Registry
@@ -88,9 +100,6 @@ def init_workspace(
     registry = Registry(ws.mlflow_uri)
     registry.set_alias(model, CHAMPION_ALIAS, version)
     registry.tag(model, version, status="promoted", stage="bootstrap", reason="first champion of a new world")
-
-    history = world.log_history(champion, days=history_days)
-    save_batch(history, ws.history_path)
     with ws.world_path.open("wb") as fh:
         pickle.dump(world, fh, protocol=pickle.HIGHEST_PROTOCOL)
     from stagegate.traffic import FileTrafficController
@@ -102,7 +111,7 @@ def init_workspace(
         "model": model,
         "warmup_days": warmup_days,
         "history_start_day": warmup_days,
-        "holdout_start_day": warmup_days + history_days - holdout_days,
+        "holdout_start_day": holdout_start,
         "history_requests": int(history.n),
         "champion_version": version,
     }

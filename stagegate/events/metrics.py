@@ -43,8 +43,8 @@ def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSa
             revenue=("revenue", "sum"),
             out_of_stock=("n_out_of_stock", "sum"),
             user_segment=("user_segment", "min"),  # segment at first sight: cold-start users stay cold-start
-            device=("device", lambda s: s.mode().iat[0]),
-            daypart=("daypart", lambda s: s.mode().iat[0]),
+            device=("device", "first"),  # a user's segment is fixed at first sight: cheap and stable
+            daypart=("daypart", "first"),
         )
         requests = per_user["requests"].to_numpy(float)
         metrics = {
@@ -56,6 +56,7 @@ def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSa
             "impressions": requests * slate_k,
             "revenue_per_user": per_user["revenue"].to_numpy(float),
             "clicks_per_user": per_user["clicks"].to_numpy(float),
+            "purchases_per_user": per_user["purchases"].to_numpy(float),
             "out_of_stock_share": per_user["out_of_stock"].to_numpy(float) / (requests * slate_k),
         }
         samples[ARM_NAMES[int(code)]] = ArmSample(
@@ -100,8 +101,8 @@ def shadow_samples(frame: pd.DataFrame, slate_k: int = 10) -> dict[str, ArmSampl
         candidate_oos=("shadow_n_out_of_stock", "sum"),
         overlap=("overlap", "mean"),
         user_segment=("user_segment", "min"),
-        device=("device", lambda s: s.mode().iat[0]),
-        daypart=("daypart", lambda s: s.mode().iat[0]),
+        device=("device", "first"),
+        daypart=("daypart", "first"),
     )
     slots = per_user["requests"].to_numpy(float) * slate_k
     masks = _segment_masks(per_user)
