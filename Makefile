@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench bench-stats bench-decisions clean
+.PHONY: install demo test lint format bench bench-stats bench-decisions clean browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/stagegate demo
 
-test: install
+test: install browser-deps
 	$(PY) -m pytest -q
+
+# The browser tests drive Debian's chromium through Playwright's executable path (no browser download).
+browser-deps:
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 lint: install
 	$(VENV)/bin/ruff check .

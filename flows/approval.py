@@ -346,7 +346,7 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
             # The ledger no longer says awaiting_approval: the monitor stops at its next look. Wait for it,
             # so that it never acts while this flow moves traffic, then reload the world it advanced.
             logger.info("guardrail monitor: %s", monitor.wait())
-            rt.__dict__.pop("world", None)
+            rt.reload_world()
     if (ended := _ended(ctx)) is not None:
         reason = rt.events.promotion(ctx.promotion_id)["reason"] or "ended while waiting for approval"
         return ApprovalResult(False, MONITOR_APPROVER, reason, ended_as=ended)

@@ -77,14 +77,15 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
             f"promotion {open_ones[0]['id']} of {model!r} is still in progress "
             f"({open_ones[0]['state']}); reconcile it first"
         )
-    flow_run = get_run_context().flow_run if hasattr(get_run_context(), "flow_run") else None
+    run_context = get_run_context()  # a task's context: the flow run is known by id only
+    flow_run_id = getattr(getattr(run_context, "task_run", None), "flow_run_id", None)
     promotion_id = rt.events.open_promotion(
         model=model,
         version=str(version),
         policy_path=policy_path,
         policy=policy.model_dump(mode="json"),
         champion_version=champion.version if champion else None,
-        flow_run_id=str(flow_run.id) if flow_run else None,
+        flow_run_id=str(flow_run_id) if flow_run_id else None,
     )
     tracker = rt.tracker(model)
     run_id = tracker.start_promotion(

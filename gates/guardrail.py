@@ -58,7 +58,7 @@ def _ratio_interval(
     # Delta method: Var(sum num / sum den) ~ Var(num - rate * den) * n / (sum den)^2.
     resid = num - rate * den
     se = float(np.sqrt(resid.var(ddof=1) * n) / total_den)
-    low, high = rate - z * se, rate + z * se
+    low, high = max(rate - z * se, 0.0), rate + z * se  # a rate of non-negative counts is never below 0
     if np.allclose(num, np.round(num)) and np.allclose(den, np.round(den)):
         k, trials, tail = int(num.sum()), int(total_den), (1 - confidence) / 2
         cp_high = 1.0 if k >= trials else float(stats.beta.ppf(1 - tail, k + 1, trials - k))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from stagegate.cli_ops import register as register_ops
+
 app = typer.Typer(
     help="Staged model promotion: offline, simulation, shadow, canary, rollout.",
     no_args_is_help=True,
@@ -147,7 +149,7 @@ def demo(
     run_demo(workdir)
 
 
-__import__("stagegate.cli_ops", fromlist=["register"]).register(app)  # up, down, approve, reject
+register_ops(app)  # up, down, approve, reject, demo --interactive
 
 if __name__ == "__main__":
     app()

@@ -7,6 +7,7 @@ stock-aware ranker). Both go through policies/demo.yaml; the table shows where e
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ def _offline_ndcg_change(rt: Any, promotion_id: str) -> str:
     return "-" if rows.empty or rows.iloc[-1]["statistic"] is None else f"{rows.iloc[-1]['statistic']:+.1%}"
 
 
+def _start_prefect() -> None:
+    """Make the first Prefect API call, which starts the temporary local server if none is configured."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.hello()
+
+
 def run_demo(workdir: Path, policy: Path = POLICY) -> list[dict[str, Any]]:
     from rich.console import Console
 
@@ -30,6 +39,9 @@ def run_demo(workdir: Path, policy: Path = POLICY) -> list[dict[str, Any]]:
     started = time.perf_counter()
     root = fresh_workspace(workdir)
     console.print(f"[bold]stagegate demo[/bold] in {root}")
+    # Prefect's temporary server takes ~10 s to start; let it start while the world is being built.
+    warmup = threading.Thread(target=_start_prefect, daemon=True)
+    warmup.start()
     with console.status("building the world, bootstrapping a champion, logging its history..."):
         info = init_workspace(root=root)
     console.print(f"champion v{info['champion_version']} serves; {info['history_requests']} logged requests")
@@ -39,6 +51,7 @@ def run_demo(workdir: Path, policy: Path = POLICY) -> list[dict[str, Any]]:
             versions[name] = register_candidate(RECIPES / f"{name}.yaml", MODEL, root=root)
         console.print(f"registered candidate {name} as v{versions[name]}")
 
+    warmup.join()
     from flows.promote import promote
     from stagegate.report import outcome_table
     from stagegate.runtime import Runtime

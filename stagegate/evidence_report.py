@@ -239,6 +239,9 @@ def sequential_figure(
         ax.axvline(boundary + 1.5, color="grey", lw=0.6, ls="-.")
     colors = {"PASS": "tab:green", "FAIL": "tab:red", "INCONCLUSIVE": "tab:grey", "ERROR": "black"}
     ax.scatter(x, est, c=[colors.get(o, "black") for o in rows["outcome"]], zorder=3, s=18)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("look (dash-dot lines: new ramp step)")
     ax.set_ylabel(str(rows["metric"].iloc[-1] or gate))
     ax.set_title(f"{stage}: {gate}")

@@ -64,6 +64,10 @@ class Runtime:
         with self.workspace.world_path.open("rb") as fh:
             return pickle.load(fh)
 
+    def reload_world(self) -> None:
+        """Forget the in-memory world so the next use reads the state another process saved."""
+        self.__dict__.pop("world", None)
+
     def save_world(self) -> None:
         tmp = self.workspace.world_path.with_suffix(".tmp")
         with tmp.open("wb") as fh:

@@ -41,7 +41,9 @@ def use_tracking(uri: str, artifact_root: Path) -> str:
     name = "stagegate-models"
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name, artifact_location=artifact_root.as_uri())
+        # A tracking server decides where artifacts go (e.g. S3); only a local store needs a folder here.
+        local = not uri.startswith(("http://", "https://"))
+        return mlflow.create_experiment(name, artifact_location=artifact_root.as_uri() if local else None)
     return experiment.experiment_id
 
 

@@ -321,6 +321,8 @@ class Stack:
         config = config or StackConfig()
         self.root.mkdir(parents=True, exist_ok=True)
         wanted = [c for c in COMPONENTS if c in config.components]
+        if running := [name for name in COMPONENTS if self.pid(name) is not None]:
+            raise StackError(f"already running here: {', '.join(running)}; `stagegate down` first")
         for name in ("prefect", "mlflow", "s3"):
             port = config.ports.get(name)
             if name in wanted and port is not None and not port_is_free(port):
@@ -469,7 +471,12 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _bucket_exists(s3_url: str) -> bool:
-    return http_ok(f"{s3_url}/{BUCKET}")
+    """S3 answers and the bucket exists (weed mini creates it a moment after it starts listening)."""
+    try:
+        with urllib.request.urlopen(f"{s3_url}/{BUCKET}", timeout=2) as response:
+            return response.status == 200
+    except (OSError, ValueError):  # HTTPError (404 before the bucket exists) is an OSError
+        return False
 
 
 def _pool_has_worker(api_url: str) -> bool:

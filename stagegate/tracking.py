@@ -34,7 +34,9 @@ class PromotionTracker:
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
         else:
-            location = (artifact_root / "promotions").as_uri() if artifact_root else None
+            # A tracking server decides where artifacts go (e.g. S3); only a local store needs a folder here.
+            local = not tracking_uri.startswith(("http://", "https://"))
+            location = (artifact_root / "promotions").as_uri() if artifact_root and local else None
             self.experiment_id = self.client.create_experiment(name, artifact_location=location)
 
     def start_promotion(

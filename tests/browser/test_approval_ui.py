@@ -1,0 +1,133 @@
+"""A release manager in the Prefect UI: headless Chromium (Debian's, driven by Playwright through its
+executable path) opens the paused promotion, presses Resume, fills the approval form and submits it.
+One run is approved and goes on to promotion; a second is rejected and rolls back. Screenshots of every
+step are kept in test-output/browser/."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.ops.servers import (
+    OUTPUT,
+    Promo,
+    RunningStack,
+    finish,
+    log_tail,
+    make_promo,
+    paused_run,
+    start_promotion,
+)
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("STAGEGATE_CHROMIUM", "/usr/bin/chromium")
+# Debian's chromium headless in a container (platform_facts.md); Playwright adds --headless itself.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = OUTPUT / "browser"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser-deps` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def promos(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Promo]:
+    base = tmp_path_factory.mktemp("browser")
+    made = {
+        "approve": make_promo(base, stack, approvers=["release-manager"]),
+        "reject": make_promo(base, stack, approvers=["release-manager"]),
+    }
+    for promo in made.values():
+        start_promotion(promo)
+    return made
+
+
+def answer_in_ui(
+    context: object, stack: RunningStack, run: str, approve: bool, reason: str, name: str
+) -> None:
+    page = context.new_page()  # type: ignore[attr-defined]
+    try:
+        page.goto(f"{stack.ui}/runs/flow-run/{run}")
+        resume = page.get_by_role("button", name="Resume")
+        resume.wait_for(timeout=30_000)
+        page.screenshot(path=str(SHOTS / f"{name}-1-paused.png"))
+        resume.click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Evidence report").wait_for(timeout=15_000)
+        switch = dialog.get_by_role("switch")
+        if (switch.get_attribute("aria-checked") == "true") != approve:
+            switch.click()
+        boxes = dialog.locator("textarea")
+        boxes.nth(0).fill("release-manager")
+        boxes.nth(1).fill(reason)
+        page.screenshot(path=str(SHOTS / f"{name}-2-form.png"))
+        dialog.get_by_role("button", name="Submit").click()
+        dialog.wait_for(state="hidden", timeout=15_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SHOTS / f"{name}-3-submitted.png"))
+    except Exception:
+        page.screenshot(path=str(SHOTS / f"{name}-failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
+def test_approve_in_the_ui(stack: RunningStack, promos: dict[str, Promo], browser: object) -> None:
+    promo = promos["approve"]
+    run = paused_run(stack, promo)
+    answer_in_ui(browser, stack, run, approve=True, reason="evidence reviewed in the UI", name="approve")
+    assert finish(promo) == 0, log_tail(promo)
+    rt = promo.runtime()
+    row = rt.events.promotions(promo.model)[0]
+    assert row["state"] == "promoted", log_tail(promo)
+    granted = [t for t in rt.events.transitions(row["id"]) if t["to_state"] == "approval_granted"]
+    assert [t["reason"] for t in granted] == [
+        "before rollout: approved by release-manager: evidence reviewed in the UI"
+    ]
+    tags = rt.registry.client.get_run(row["mlflow_run_id"]).data.tags
+    assert tags["stagegate.approval.before-rollout.approver"] == "release-manager"
+    assert rt.registry.get_alias(promo.model, "champion").version == "2"
+
+
+def test_reject_in_the_ui_rolls_back(stack: RunningStack, promos: dict[str, Promo], browser: object) -> None:
+    promo = promos["reject"]
+    run = paused_run(stack, promo)
+    answer_in_ui(browser, stack, run, approve=False, reason="revenue dip in cold-start users", name="reject")
+    assert finish(promo) == 0, log_tail(promo)
+    rt = promo.runtime()
+    row = rt.events.promotions(promo.model)[0]
+    assert row["state"] == "rolled_back", log_tail(promo)
+    assert "revenue dip in cold-start users" in row["reason"]
+    assert rt.registry.get_alias(promo.model, "champion").version == "1"
+    assert rt.registry.get_alias(promo.model, "candidate") is None
+    assert rt.traffic.get_split().is_all_champion
+    for step in ("1-paused", "2-form", "3-submitted"):
+        assert (SHOTS / f"reject-{step}.png").stat().st_size > 10_000
