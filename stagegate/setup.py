@@ -64,6 +64,9 @@ def _register(ranker: Any, recipe: Any, model: str, ws: Workspace) -> str:
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {recipe.name}"):
         mlflow.log_params({"recipe": recipe.name, "family": recipe.family})
         version = log_ranker(ranker, recipe, registered_model_name=model)
+    from stagegate.registry import Registry
+
+    Registry(ws.mlflow_uri).tag(model, str(version.version), status="registered", stage="registered")
     return str(version.version)
 
 

@@ -13,7 +13,12 @@ def begin(ctx: PromotionContext, stage: str) -> tuple[PromotionTracker, str]:
     rt.events.transition(ctx.promotion_id, stage, f"entering {stage}", stage=stage)
     rt.registry.tag(ctx.model, ctx.version, stage=stage, status="in_progress")
     tracker = rt.tracker(ctx.model)
-    return tracker, tracker.start_stage(ctx.mlflow_run_id, stage)
+    run_id = tracker.start_stage(ctx.mlflow_run_id, stage)
+    # The stage run carries the policy it was judged by: the whole file and this stage's section.
+    policy = ctx.policy.model_dump(mode="json")
+    tracker.client.log_dict(run_id, policy, "policy.json")
+    tracker.client.log_dict(run_id, policy["stages"][stage], f"policy_{stage}.json")
+    return tracker, run_id
 
 
 def end(

@@ -97,7 +97,8 @@ def test_promotion_to_full_rollout(workspace: dict, tmp_path: Path) -> None:
         ["offline", "simulation", "shadow", "canary", "rollout"]
     )
     for run in children:
-        assert "verdicts.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert {"verdicts.json", "policy.json"} <= set(artifacts), artifacts
 
 
 def test_canary_failure_rolls_back_and_keeps_the_champion(workspace: dict, tmp_path: Path) -> None:
@@ -154,3 +155,32 @@ def test_cli_refuses_bad_input_and_changes_nothing(workspace: dict, tmp_path: Pa
     after = _state(workspace["root"])
     assert after["aliases"] == before["aliases"] and after["split"] == before["split"]
     assert after["rt"].events.promotions(MODEL) == []
+
+
+def test_cli_validates_policies_and_registers_candidates(workspace: dict, tmp_path: Path) -> None:
+    from stagegate.cli import app
+
+    runner = CliRunner()
+    root = Path(__file__).resolve().parents[2]
+    good = runner.invoke(
+        app, ["policy", "validate", str(root / "policies/demo.yaml"), str(root / "policies/default.yaml")]
+    )
+    assert good.exit_code == 0 and good.output.count(": ok") == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": MODEL, "stages": {"canary": {"steps": [{"weight": 500}]}}}))
+    refused = runner.invoke(app, ["policy", "validate", str(bad)])
+    assert refused.exit_code == 2 and f"{bad}: stages.canary.steps[0].weight" in refused.output
+
+    registered = runner.invoke(
+        app, ["candidates", "register", str(root / "recipes/better.yaml"), "--model", MODEL]
+    )
+    assert registered.exit_code == 0, registered.output
+    version = registered.output.strip().split("version ")[1].split()[0]
+    from stagegate.runtime import Runtime
+
+    info = Runtime.from_env().registry.get_version(MODEL, version)
+    assert info.tags["stagegate.status"] == "registered"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("family: mf\nknobs: {factors: -3}\n")
+    refused = runner.invoke(app, ["candidates", "register", str(broken)])
+    assert refused.exit_code == 2 and str(broken) in refused.output
