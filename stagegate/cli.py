@@ -7,12 +7,12 @@ does not validate, a model or version that does not exist, a workspace that is n
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 from stagegate.cli_ops import register as register_ops
+from stagegate.offline_env import quiet_environment
 
 app = typer.Typer(
     help="Staged model promotion: offline, simulation, shadow, canary, rollout.",
@@ -31,15 +31,6 @@ app.add_typer(candidates_app, name="candidates")
 app.add_typer(world_app, name="world")
 
 BAD_INPUT = 2
-
-
-def _quiet_environment() -> None:
-    # This machine has no internet: keep Prefect and MLflow from trying to phone home.
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -73,7 +64,7 @@ def world_init(
     size: str = typer.Option("demo", help="world size preset: demo or small"),
 ) -> None:
     """Create the simulated world, bootstrap a champion and log its history into the workspace."""
-    _quiet_environment()
+    quiet_environment()
     from stagegate.setup import init_workspace
 
     info = init_workspace(seed=seed, size=size)
@@ -83,13 +74,31 @@ def world_init(
     )
 
 
+@world_app.command("oracle")
+def world_oracle(
+    recipe: Path = typer.Argument(..., help="recipe YAML, or a folder of recipes"),
+    seeds: int = typer.Option(10, help="ground-truth seeds (common random numbers per seed)"),
+    days: float = typer.Option(7.0, help="simulated days at 100% per arm"),
+    size: str = typer.Option("small", help="world size preset: demo or small"),
+) -> None:
+    """True effect of RECIPE at 100% against the champion in the live world (JSON; benchmarks only)."""
+    quiet_environment()
+    from stagegate.models.recipe import RecipeError
+    from stagegate.oracle import oracle_command
+
+    try:
+        oracle_command(recipe, seeds, days, size)
+    except (RecipeError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
 @candidates_app.command("register")
 def candidates_register(
     recipe: Path = typer.Argument(..., help="recipe YAML (family, knobs, training window)"),
     model: str = typer.Option("recsys-ranker", help="registered model name"),
 ) -> None:
     """Train a candidate from RECIPE on the workspace's logged history and register it in MLflow."""
-    _quiet_environment()
+    quiet_environment()
     from stagegate.models.recipe import RecipeError
     from stagegate.runtime import WorkspaceNotReady
     from stagegate.setup import register_candidate
@@ -114,7 +123,7 @@ def promote(
         load_policy(policy)
     except PolicyError as exc:
         raise _fail(str(exc)) from None
-    _quiet_environment()
+    quiet_environment()
     from stagegate.registry import RegistryError
     from stagegate.runtime import Runtime
 
@@ -132,7 +141,7 @@ def promote(
 @app.command()
 def status(model: str = typer.Option("recsys-ranker", help="registered model name")) -> None:
     """Aliases, versions and promotions of a model."""
-    _quiet_environment()
+    quiet_environment()
     from stagegate.report import print_status
 
     print_status(model)
@@ -143,7 +152,7 @@ def demo(
     workdir: Path = typer.Option(Path(".stagegate/demo"), help="workspace for the demo (recreated)"),
 ) -> None:
     """Train a champion and two candidates, promote both, print what happened and where to look."""
-    _quiet_environment()
+    quiet_environment()
     from stagegate.demo import run_demo
 
     run_demo(workdir)

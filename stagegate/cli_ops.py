@@ -17,14 +17,9 @@ from typing import Any
 
 import typer
 
+from stagegate.offline_env import quiet_environment
+
 BAD_INPUT = 2
-
-
-def _quiet() -> None:
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 def use_stack_env() -> dict[str, str]:
@@ -51,7 +46,7 @@ def up(
     notify_url: str = typer.Option(None, help="announce pauses, rollbacks, promotions to this webhook URL"),
 ) -> None:
     """Start the local stack: Prefect server, MLflow server, S3 (SeaweedFS), a process worker, deployments."""
-    _quiet()
+    quiet_environment()
     from stagegate.stack import COMPONENTS, Stack, StackConfig, StackError, describe, shell_exports
 
     components = tuple(only) if only else COMPONENTS
@@ -106,7 +101,7 @@ def _flow_run_id(run: str) -> str:
 
 
 def _answer(run: str, approve: bool, approver: str | None, reason: str, wait: float) -> None:
-    _quiet()
+    quiet_environment()
     use_stack_env()
     approver = approver or os.environ.get("STAGEGATE_APPROVER") or os.environ.get("USER") or ""
     if not approver:
@@ -225,7 +220,7 @@ def interactive_policy(target: Path, approvers: list[str], timeout: str = "1h") 
 
 def run_interactive_demo(workdir: Path, approvers: list[str] | None = None) -> list[dict[str, Any]]:
     """The demo on the running stack: each promotion that reaches an approval point waits for the form."""
-    _quiet()
+    quiet_environment()
     from stagegate.stack import Stack
 
     stack = Stack.from_env()

@@ -16,6 +16,7 @@ import numpy as np
 
 from stagegate.events.store import EventStore
 from stagegate.models.base import Ranker
+from stagegate.models.replay import ReplayRanker
 from stagegate.registry import Registry
 from stagegate.tracking import PromotionTracker
 from stagegate.traffic import FileTrafficController, Split
@@ -31,6 +32,8 @@ class WorkspaceNotReady(RuntimeError):
 class Runtime:
     workspace: Workspace
     _rankers: dict[str, Ranker] = field(default_factory=dict)
+    _holdout: list[ServedBatch] | None = None
+    _holdout_slates: dict[str, ReplayRanker] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -83,11 +86,25 @@ class Runtime:
     def holdout(self) -> list[ServedBatch]:
         """The logged requests after the training cut-off (the offline and simulation stages' data), in
         groups that carry the stock and item ages *at serving time*, not the log's last snapshot."""
-        from stagegate.world.batch import serving_batches, take
+        if self._holdout is None:
+            from stagegate.world.batch import serving_batches, take
 
-        rows = np.flatnonzero(self.history.context.t >= float(self.manifest["holdout_start_day"]))
-        publish_day = self.world.catalog_public().sort_values("item_id")["publish_day"].to_numpy(float)
-        return serving_batches(take(self.history, rows), publish_day)
+            rows = np.flatnonzero(self.history.context.t >= float(self.manifest["holdout_start_day"]))
+            publish_day = self.world.catalog_public().sort_values("item_id")["publish_day"].to_numpy(float)
+            self._holdout = serving_batches(take(self.history, rows), publish_day)
+        return self._holdout
+
+    def holdout_ranker(self, model: str, version: str) -> ReplayRanker:
+        """Version ``version``'s slates for every hold-out request, ranked once and then replayed."""
+        key = f"{model}/{version}"
+        if key not in self._holdout_slates:
+            from stagegate.evaluation.ope import target_slates
+
+            batches = self.holdout()
+            slates = target_slates(self.ranker(model, version), batches)
+            ids = np.concatenate([b.context.request_id for b in batches])
+            self._holdout_slates[key] = ReplayRanker(f"{key} (replayed)", ids, slates)
+        return self._holdout_slates[key]
 
     def training_log(self) -> ServedBatch:
         from stagegate.world import take

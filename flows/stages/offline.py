@@ -33,7 +33,7 @@ def offline_stage(ctx: PromotionContext) -> StageOutcome:
 
     catalog = rt.world.catalog_public()
     kwargs = {"k": config.k, "label": config.label, "train_log": train}
-    candidate = evaluate_offline(rt.ranker(ctx.model, ctx.version), holdout, catalog, **kwargs)
+    candidate = evaluate_offline(rt.holdout_ranker(ctx.model, ctx.version), holdout, catalog, **kwargs)
     if ctx.champion_version is None:
         evidence = Evidence(
             stage="offline",
@@ -41,7 +41,9 @@ def offline_stage(ctx: PromotionContext) -> StageOutcome:
             scalars={CANDIDATE: dict(candidate.scalars)},
         )
     else:
-        champion = evaluate_offline(rt.ranker(ctx.model, ctx.champion_version), holdout, catalog, **kwargs)
+        champion = evaluate_offline(
+            rt.holdout_ranker(ctx.model, ctx.champion_version), holdout, catalog, **kwargs
+        )
         evidence = paired_offline_evidence(champion, candidate)
         tracker.log_metrics(run_id, {f"champion.{m}": float(v.mean()) for m, v in champion.metrics.items()})
     tracker.log_metrics(run_id, {f"candidate.{m}": float(v.mean()) for m, v in candidate.metrics.items()})
