@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,15 +72,20 @@ class PromotionTracker:
         return run.info.run_id
 
     def log_look(self, run_id: str, judged: Sequence[Judged], step: int) -> None:
-        for item in judged:
-            v = item.verdict
-            if v.statistic is not None and math.isfinite(v.statistic):
-                self.client.log_metric(run_id, _metric_key(v.gate), float(v.statistic), step=step)
+        self.log_metrics(run_id, {item.verdict.gate: item.verdict.statistic for item in judged}, step=step)
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        for key, value in metrics.items():
-            if value is not None and math.isfinite(float(value)):
-                self.client.log_metric(run_id, _metric_key(key), float(value), step=step)
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float | None], step: int = 0) -> None:
+        """Finite values only, in one batch (one store write, not one per metric)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(_metric_key(key), float(value), now, step)
+            for key, value in metrics.items()
+            if value is not None and math.isfinite(float(value))
+        ]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
 
     def finish_stage(self, run_id: str, verdict_rows: pd.DataFrame, decision: str, reason: str) -> None:
         if not verdict_rows.empty:
