@@ -103,6 +103,8 @@ def ensure_notification_automation(url: str, block_name: str = BLOCK_NAME) -> tu
     """Save a Webhook block for ``url`` and an automation that calls it on every stagegate event.
 
     Idempotent: an existing automation of the same name is replaced. Returns (block id, automation id).
+    The server's triggers service loads the automation shortly after this returns (asynchronously); an
+    event that reaches the server before then is not evaluated against it.
     """
     from prefect.automations import Automation, CallWebhook, EventTrigger, Posture
     from prefect.blocks.webhook import Webhook

@@ -70,10 +70,39 @@ def test_automation_calls_the_webhook_on_stagegate_events(on_stack: RunningStack
     ensure_notification_automation(receiver.url)
     ensure_notification_automation(receiver.url)  # idempotent: replaced, never duplicated
     try:
+        _wait_until_the_automation_is_live(receiver)
         notify("paused", promotion_id="p-4", model="m", version="10", message="waits for approval")
-        (got,) = receiver.wait_for(lambda r: r.get("source") == "automation", timeout=60)
+        (got,) = receiver.wait_for(
+            lambda r: r.get("source") == "automation" and r.get("resource") == "stagegate.promotion.p-4",
+            timeout=60,
+        )
         assert got["event"] == "stagegate.promotion.paused"
         assert got["resource"] == "stagegate.promotion.p-4"
         assert got["payload"]["message"] == "waits for approval"
     finally:
         Automation.read(name=AUTOMATION_NAME).delete()
+
+
+def _wait_until_the_automation_is_live(receiver: Receiver, timeout: float = 60.0) -> None:
+    """Until the server's automation has called the receiver for a probe event.
+
+    The server's triggers service loads a new automation asynchronously, after `POST /automations/` has
+    answered (on PostgreSQL through a NOTIFY, or at its next reconciliation every few seconds), and it
+    evaluates an event against the automations loaded when the event arrives, once: an event sent right
+    after the automation was created (over an events websocket already open) can pass before the
+    automation is loaded and is then never acted on. The probes are announcements of their own promotion.
+    """
+    import time
+    import uuid
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = f"probe-{uuid.uuid4().hex[:8]}"
+        notify("paused", promotion_id=probe, model="m", version="0", message="probe")
+        resource = f"stagegate.promotion.{probe}"
+        try:
+            receiver.wait_for(lambda r, resource=resource: r.get("resource") == resource, timeout=3)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"the automation never called the receiver within {timeout}s: {receiver.received}")
