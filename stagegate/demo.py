@@ -57,22 +57,25 @@ def run_demo(workdir: Path, policy: Path = POLICY) -> list[dict[str, Any]]:
     from stagegate.runtime import Runtime
 
     rt = Runtime.from_env()
-    rows = []
+    rows, runs = [], []
     for name, version in versions.items():
         console.rule(f"promoting {name} (v{version})")
         result = promote(model=MODEL, version=version, policy=str(policy))
-        stages = " → ".join(f"{s['stage']}:{s['decision']}" for s in result.stages)
+        marks = {"advance": "ok", "rollback": "STOP", "hold": "HOLD"}
+        stages = ", ".join(f"{s['stage']} {marks.get(s['decision'], s['decision'])}" for s in result.stages)
         rows.append(
             {
                 "candidate": f"{name} v{version}",
-                "offline NDCG@10 vs champion": _offline_ndcg_change(rt, result.promotion_id),
+                "NDCG@10 vs champion (offline)": _offline_ndcg_change(rt, result.promotion_id),
                 "stages": stages,
                 "outcome": result.outcome,
-                "reason": result.reason,
-                "mlflow run": result.mlflow_run_id,
+                "why": result.reason,
             }
         )
+        runs.append((name, version, result))
     console.print(outcome_table(rows, "stagegate demo: promotions"))
+    for name, version, result in runs:
+        console.print(f"{name} v{version}: MLflow run {result.mlflow_run_id}, id {result.promotion_id}")
     champion = rt.registry.get_alias(MODEL, "champion")
     now = champion.version if champion else "-"
     console.print(f"champion now: v{now}; traffic: {rt.traffic.get_split()}")

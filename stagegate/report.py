@@ -56,7 +56,7 @@ def print_status(model: str) -> None:
 def outcome_table(rows: Sequence[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
-    table = Table(title=title, show_lines=True)
+    table = Table(title=title, show_lines=True, expand=True)
     for col in rows[0] if rows else ():
         table.add_column(col, overflow="fold")
     for row in rows:
