@@ -1,60 +1,138 @@
-"""Simulation stage: what the candidate would have earned on the logged hold-out traffic.
+"""Simulation stage: candidate and champion in a twin world fitted from logs, plus off-policy estimates.
 
-The logging champion served with a stochastic (Plackett-Luce) policy, so every logged slot has a
-propensity and off-policy estimators can replay any deterministic ranker's slates against it. Candidate
-and champion are estimated the same way on the same requests, so the evidence is paired user by user.
-An estimate without enough support in the log is withheld (NaN), which the gates report as ERROR.
+1. A :class:`stagegate.world.twin.TwinWorld` is fitted from the training log and the public catalogue only
+   (never the live world's hidden parameters). It replays the hold-out's request contexts for ``days``
+   simulated days, once with the champion and once with the candidate, with common random numbers; stock
+   depletes with the twin's own purchases (a feedback loop the logs alone cannot show). The per-user
+   expected revenue, clicks and purchases are the paired evidence ``revenue_per_user``, ``clicks_per_user``,
+   ``purchases_per_user``.
+2. The logging champion served with a stochastic (Plackett–Luce) policy, so every logged slot has a
+   propensity: each estimator of the policy (IPS, SNIPS, DR, RIPS) replays both rankers' slates on the
+   hold-out and adds ``<metric>:<estimator>`` (e.g. ``revenue_per_user:dr``) for both arms, with its
+   confidence interval in the run's ``ope_<reward>.json``. An estimate without enough support in the log is
+   withheld (NaN): a gate on it reports ERROR.
+
+:func:`simulation_evidence` is the stage's logic without Prefect or MLflow (benchmarks call it directly).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from prefect import flow
 
 from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome, judge, stage_gates
 from flows.stages import bookkeeping
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
+from stagegate.world.schema import ServedBatch
 
 REWARDS = {"revenue": "revenue_per_user", "click": "clicks_per_user", "purchase": "purchases_per_user"}
 
 
-def _arm(results: dict, users) -> ArmSample:
-    return ArmSample(user_ids=users, metrics={REWARDS[r]: res.user_value for r, res in results.items()})
+def _aligned(users: np.ndarray, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (indexed by ``ids``) re-indexed to ``users``; NaN where a user has no value."""
+    out = np.full(users.size, np.nan)
+    if ids.size:
+        pos = np.minimum(np.searchsorted(ids, users), ids.size - 1)
+        hit = ids[pos] == users
+        out[hit] = np.asarray(values, dtype=float)[pos[hit]]
+    return out
+
+
+def simulation_evidence(
+    candidate: Any,
+    champion: Any | None,
+    train_log: Any,
+    holdout: Any,
+    catalog: Any,
+    config: Any,
+) -> tuple[Evidence, dict[str, Any]]:
+    """The stage's evidence and its records (twin summary, OPE results), from rankers, logs and the public
+    catalogue. ``config`` is a :class:`stagegate.policy.schema.SimulationStage`."""
+    from stagegate.evaluation.ope import estimate_all, logged_value, target_slates
+    from stagegate.world.twin import TwinWorld
+
+    catalog = catalog.sort_values("item_id")
+    price = catalog["price"].to_numpy(float)  # splits a request's revenue over its purchased slots
+    from stagegate.world.batch import concat
+
+    twin = TwinWorld.fit(train_log, catalog)
+    # the hold-out may come in groups (one per serving snapshot); the twin needs only the request contexts
+    traffic = (holdout if isinstance(holdout, ServedBatch) else concat(list(holdout))).context
+    arms_twin = {}
+    for arm, ranker in ((CANDIDATE, candidate), (CHAMPION, champion)):
+        if ranker is None:
+            continue
+        runs = [twin.simulate(ranker, traffic, config.days, seed=s) for s in range(config.seeds)]
+        arms_twin[arm] = (
+            runs[0].user_ids,
+            {m: np.mean([r.metrics[m] for r in runs], axis=0) for m in runs[0].metrics},
+            runs,
+        )
+    users = arms_twin[CANDIDATE][0]
+    metrics: dict[str, dict[str, np.ndarray]] = {arm: dict(v[1]) for arm, v in arms_twin.items()}
+    records: dict[str, Any] = {
+        "twin": {
+            "info": twin.info,
+            "days": config.days,
+            "seeds": config.seeds,
+            **{
+                arm: {
+                    **{m: float(np.mean(v)) for m, v in metrics[arm].items()},
+                    "oos_slot_share": float(np.mean([r.oos_slot_share for r in runs])),
+                }
+                for arm, (_, _, runs) in arms_twin.items()
+            },
+        }
+    }
+
+    estimators = list(dict.fromkeys([config.estimator, *config.estimators]))
+    options = {"estimators": estimators, "per": "user", "clip": config.clip, "price": price}
+    slates = {CANDIDATE: target_slates(candidate, holdout)}  # rank once per model, reuse per reward
+    if champion is not None:
+        slates[CHAMPION] = target_slates(champion, holdout)
+    for reward, name in REWARDS.items():
+        record: dict[str, Any] = {"logger": logged_value(holdout, reward, price=price).to_dict()}
+        for arm, s in slates.items():
+            results = estimate_all(s, holdout, reward, **options)
+            record[arm] = {est: res.to_dict() for est, res in results.items()}
+            for est, res in results.items():
+                metrics[arm][f"{name}:{est}"] = _aligned(users, np.asarray(res.user_ids), res.user_value)
+        records[f"ope_{reward}"] = record
+    arms = {arm: ArmSample(user_ids=users, metrics=m) for arm, m in metrics.items()}
+    return Evidence(stage="simulation", arms=arms, paired=True), records
+
+
+def _scalar_metrics(records: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for arm in (CANDIDATE, CHAMPION):
+        for m, v in records["twin"].get(arm, {}).items():
+            out[f"{arm}.{m}"] = float(v)
+        for reward, name in REWARDS.items():
+            for est, res in records[f"ope_{reward}"].get(arm, {}).items():
+                out[f"{arm}.{name}.{est}"] = float(res["estimate"])
+    return out
 
 
 @flow(name="simulation")
 def simulation_stage(ctx: PromotionContext) -> StageOutcome:
-    from stagegate.evaluation.ope import estimate_all, logged_value, target_slates
-
     rt = runtime()
     config = ctx.policy.stages.simulation
     tracker, run_id = bookkeeping.begin(ctx, "simulation")
-    holdout = rt.holdout()
-    ranker = rt.ranker(ctx.model, ctx.version)
-    catalog = rt.world.catalog_public().sort_values("item_id")
-    price = catalog["price"].to_numpy(float)  # splits a request's revenue over its purchased slots
-    champion_ranker = rt.ranker(ctx.model, ctx.champion_version) if ctx.champion_version else None
-    candidate, champion = {}, {}
-    options = {"estimators": (config.estimator,), "per": "user", "clip": config.clip, "price": price}
-    # Rank the hold-out once per model; every estimator and reward reuses the slates.
-    candidate_slates = target_slates(ranker, holdout)
-    champion_slates = target_slates(champion_ranker, holdout) if champion_ranker is not None else None
-    for reward in REWARDS:
-        candidate[reward] = estimate_all(candidate_slates, holdout, reward, **options)[config.estimator]
-        logger = logged_value(holdout, reward, price=price)
-        record = {"candidate": candidate[reward].to_dict(), "logger": logger.to_dict()}
-        if champion_ranker is not None:
-            champion[reward] = estimate_all(champion_slates, holdout, reward, **options)[config.estimator]
-            record["champion"] = champion[reward].to_dict()
-        tracker.log_json(run_id, record, f"ope_{reward}.json")
-        tracker.log_metrics(
-            run_id, {f"{arm}.{REWARDS[reward]}": rec["estimate"] for arm, rec in record.items()}
-        )
-    users = candidate["revenue"].user_ids
-    arms = {CANDIDATE: _arm(candidate, users)}
-    if champion:
-        arms[CHAMPION] = _arm(champion, users)
-    evidence = Evidence(stage="simulation", arms=arms, paired=True)
+    champion = rt.ranker(ctx.model, ctx.champion_version) if ctx.champion_version else None
+    evidence, records = simulation_evidence(
+        rt.ranker(ctx.model, ctx.version),
+        champion,
+        rt.training_log(),
+        rt.holdout(),
+        rt.world.catalog_public(),
+        config,
+    )
+    for name, record in records.items():
+        tracker.log_json(run_id, record, f"{name}.json")
+    tracker.log_metrics(run_id, {k: v for k, v in _scalar_metrics(records).items() if np.isfinite(v)})
     result = judge(
         ctx,
         "simulation",

@@ -45,12 +45,20 @@ class OfflineStage(_Stage):
 
 
 class SimulationStage(_Stage):
-    """Off-policy estimates of the business metrics on the logged hold-out data (the champion logs with a
-    stochastic policy, so propensities exist). Gates see ``revenue_per_user``, ``clicks_per_user`` and
-    ``purchases_per_user`` from ``estimator``, with the champion's logged value as the baseline."""
+    """A twin world fitted from the training log and the public catalogue (never the live world's hidden
+    truth) runs candidate and champion for ``days`` simulated days with common random numbers and stock
+    depletion; gates see the paired per-user ``revenue_per_user``, ``clicks_per_user`` and
+    ``purchases_per_user`` from the twin. Off-policy estimates on the logged hold-out (the champion logs
+    with a stochastic policy, so propensities exist) are added as ``<metric>:<estimator>``, e.g.
+    ``revenue_per_user:dr``, for every estimator in ``estimators`` (and ``estimator``)."""
 
     estimator: Literal["ips", "snips", "dr"] = "snips"
+    estimators: list[Literal["ips", "snips", "dr", "rips"]] = Field(
+        default_factory=lambda: ["ips", "snips", "dr"], description="OPE estimators logged as evidence"
+    )
     clip: float | None = Field(default=100.0, gt=1.0, description="largest importance weight kept")
+    days: float = Field(default=7.0, gt=0, le=60, description="simulated days in the twin world")
+    seeds: int = Field(default=1, ge=1, le=20, description="twin runs (stock paths) averaged per arm")
 
 
 class ShadowStage(_Stage):
