@@ -16,6 +16,9 @@ from stagegate.setup import MODEL, RECIPES, fresh_workspace, init_workspace, reg
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "demo.yaml"
 CANDIDATES = ("clickbait", "better")
+# Two weeks of logged history, the last five days held out: enough for the demo world, and quick.
+DEMO_HISTORY_DAYS = 14.0
+DEMO_HOLDOUT_DAYS = 5.0
 
 
 def _offline_ndcg_change(rt: Any, promotion_id: str) -> str:
@@ -43,7 +46,7 @@ def run_demo(workdir: Path, policy: Path = POLICY) -> list[dict[str, Any]]:
     warmup = threading.Thread(target=_start_prefect, daemon=True)
     warmup.start()
     with console.status("building the world, bootstrapping a champion, logging its history..."):
-        info = init_workspace(root=root)
+        info = init_workspace(root=root, history_days=DEMO_HISTORY_DAYS, holdout_days=DEMO_HOLDOUT_DAYS)
     console.print(f"champion v{info['champion_version']} serves; {info['history_requests']} logged requests")
     versions = {}
     for name in CANDIDATES:
