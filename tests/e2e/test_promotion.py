@@ -180,6 +180,10 @@ def test_cli_validates_policies_and_registers_candidates(workspace: dict, tmp_pa
 
     info = Runtime.from_env().registry.get_version(MODEL, version)
     assert info.tags["stagegate.status"] == "registered"
+    status = runner.invoke(app, ["status", "--model", MODEL], env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    champion = workspace["info"]["champion_version"]
+    assert f"champion v{champion}" in status.output and "registered" in status.output
     broken = tmp_path / "broken.yaml"
     broken.write_text("family: mf\nknobs: {factors: -3}\n")
     refused = runner.invoke(app, ["candidates", "register", str(broken)])
