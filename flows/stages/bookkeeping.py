@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from flows.context import PromotionContext, runtime
-from flows.gating import StageOutcome
+from flows.gating import StageOutcome, judge, stage_gates
 from stagegate.decision import Decision
+from stagegate.evidence import Evidence
 from stagegate.tracking import PromotionTracker
 
 
@@ -33,3 +34,13 @@ def end(
         reason,
     )
     return StageOutcome(stage, decision, reason)
+
+
+def judge_once(
+    ctx: PromotionContext, stage: str, tracker: PromotionTracker, run_id: str, evidence: Evidence
+) -> StageOutcome:
+    """For stages that look once (offline, simulation): judge at the deadline, then close the stage."""
+    result = judge(
+        ctx, stage, stage_gates(ctx, stage), evidence, step=0, look=1, at_deadline=True, stage_run_id=run_id
+    )
+    return end(ctx, stage, tracker, run_id, result.decision, result.reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.context import PromotionContext, runtime
-from flows.gating import StageOutcome, judge, stage_gates
+from flows.gating import StageOutcome
 from flows.stages import bookkeeping
 from stagegate.decision import Decision
 from stagegate.evidence import CANDIDATE, Evidence
@@ -48,14 +48,4 @@ def offline_stage(ctx: PromotionContext) -> StageOutcome:
         tracker.log_metrics(run_id, {f"champion.{m}": float(v.mean()) for m, v in champion.metrics.items()})
     tracker.log_metrics(run_id, {f"candidate.{m}": float(v.mean()) for m, v in candidate.metrics.items()})
 
-    result = judge(
-        ctx,
-        "offline",
-        stage_gates(ctx, "offline"),
-        evidence,
-        step=0,
-        look=1,
-        at_deadline=True,
-        stage_run_id=run_id,
-    )
-    return bookkeeping.end(ctx, "offline", tracker, run_id, result.decision, result.reason)
+    return bookkeeping.judge_once(ctx, "offline", tracker, run_id, evidence)

@@ -23,7 +23,7 @@ import numpy as np
 from prefect import flow
 
 from flows.context import PromotionContext, runtime
-from flows.gating import StageOutcome, judge, stage_gates
+from flows.gating import StageOutcome
 from flows.stages import bookkeeping
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
 from stagegate.world.schema import ServedBatch
@@ -133,14 +133,4 @@ def simulation_stage(ctx: PromotionContext) -> StageOutcome:
     for name, record in records.items():
         tracker.log_json(run_id, record, f"{name}.json")
     tracker.log_metrics(run_id, {k: v for k, v in _scalar_metrics(records).items() if np.isfinite(v)})
-    result = judge(
-        ctx,
-        "simulation",
-        stage_gates(ctx, "simulation"),
-        evidence,
-        step=0,
-        look=1,
-        at_deadline=True,
-        stage_run_id=run_id,
-    )
-    return bookkeeping.end(ctx, "simulation", tracker, run_id, result.decision, result.reason)
+    return bookkeeping.judge_once(ctx, "simulation", tracker, run_id, evidence)
