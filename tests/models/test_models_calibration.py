@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from stagegate.models.offline_metrics_simple import ndcg_at_k
+from stagegate.evaluation.offline import evaluate_offline
 from stagegate.models.zoo import build_zoo
 from stagegate.world import small_config
 from tests.models.conftest import RECIPES
@@ -20,8 +20,14 @@ def zoo():
 
 
 def test_clickbait_wins_offline_on_click_ndcg(zoo) -> None:
-    champion, _ = ndcg_at_k(zoo.champion, zoo.test_logs, k=10, label="click")
-    clickbait, _ = ndcg_at_k(zoo.models["clickbait"], zoo.test_logs, k=10, label="click")
+    catalog = zoo.world.catalog_public()
+
+    def ndcg(model) -> float:
+        return float(
+            evaluate_offline(model, zoo.test_logs, catalog, k=10, label="click").metrics["ndcg@10"].mean()
+        )
+
+    champion, clickbait = ndcg(zoo.champion), ndcg(zoo.models["clickbait"])
     assert clickbait > 1.05 * champion, (clickbait, champion)
 
 
