@@ -92,24 +92,15 @@ def current_step(promotion_id: str, stage: str) -> int:
 
 def build_evidence(ctx: PromotionContext, stage: str, look: int, history: tuple) -> tuple[Any, int]:
     """The current step's cumulative evidence of ``stage`` and the step number."""
-    from stagegate.events.metrics import arm_samples, shadow_samples
-    from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
+    from stagegate.events.metrics import shadow_samples, split_evidence
+    from stagegate.evidence import Evidence
 
     rt = runtime()
     step = current_step(ctx.promotion_id, stage)
-    frame = rt.events.load_events(ctx.promotion_id, stage, min_step=step)
+    frame = rt.events.load_events(ctx.promotion_id, stage, step=step)
     if stage == "shadow":
         return Evidence(stage=stage, arms=shadow_samples(frame), paired=True, look=look), step
-    split = rt.traffic.get_split()
-    weight = split.candidate_weight
-    arms, _ = arm_samples(frame)
-    evidence = Evidence(
-        stage=stage,
-        arms=arms,
-        allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
-        look=look,
-        history=history,
-    )
+    evidence, _, _ = split_evidence(frame, stage, rt.traffic.get_split().candidate_weight, look, history)
     return evidence, step
 
 

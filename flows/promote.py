@@ -71,11 +71,12 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
         )
     if champion is not None and champion.version == str(version):
         raise ValueError(f"version {version} of {model!r} is already the {policy.baseline}")
-    open_ones = [p for p in rt.events.promotions(model, open_only=True)]
+    open_ones = rt.events.promotions(model, open_only=True)
     if open_ones:
         raise RuntimeError(
             f"promotion {open_ones[0]['id']} of {model!r} is still in progress "
-            f"({open_ones[0]['state']}); reconcile it first"
+            f"({open_ones[0]['state']}); one promotion per model at a time (a crashed one must be closed "
+            "in the ledger by hand: there is no reconcile command yet)"
         )
     run_context = get_run_context()  # a task's context: the flow run is known by id only
     flow_run_id = getattr(getattr(run_context, "task_run", None), "flow_run_id", None)

@@ -22,9 +22,13 @@ DEMO_HOLDOUT_DAYS = 5.0
 
 
 def _offline_ndcg_change(rt: Any, promotion_id: str) -> str:
+    import pandas as pd
+
     verdicts = rt.events.verdicts(promotion_id, "offline")
     rows = verdicts[verdicts["gate"] == "relative:ndcg@10"]
-    return "-" if rows.empty or rows.iloc[-1]["statistic"] is None else f"{rows.iloc[-1]['statistic']:+.1%}"
+    if rows.empty or pd.isna(rows.iloc[-1]["statistic"]):
+        return "-"
+    return f"{rows.iloc[-1]['statistic']:+.1%}"
 
 
 def _start_prefect() -> None:

@@ -16,8 +16,7 @@ from flows.gating import StageOutcome, judge, stage_gates
 from flows.stages import bookkeeping
 from flows.traffic import serve_window, set_split
 from stagegate.decision import Decision
-from stagegate.events.metrics import arm_samples
-from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
+from stagegate.events.metrics import split_evidence
 from stagegate.traffic import Split
 
 
@@ -39,16 +38,8 @@ def canary_stage(ctx: PromotionContext) -> StageOutcome:
         while True:
             serve_window(ctx, "canary", step, config.batch_hours)
             hours, look, total_looks = hours + config.batch_hours, look + 1, total_looks + 1
-            frame = rt.events.load_events(ctx.promotion_id, "canary", min_step=step)
-            arms, mixed = arm_samples(frame[frame["step"] == step])
-            evidence = Evidence(
-                stage="canary",
-                arms=arms,
-                allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
-                look=look,
-                history=history,
-            )
-            n_candidate = arms[CANDIDATE].n_users if CANDIDATE in arms else 0
+            frame = rt.events.load_events(ctx.promotion_id, "canary", step=step)
+            evidence, n_candidate, mixed = split_evidence(frame, "canary", weight, look, history)
             at_deadline = hours >= max_hours
             result = judge(
                 ctx,

@@ -10,8 +10,7 @@ from flows.gating import StageOutcome, judge, stage_gates
 from flows.stages import bookkeeping
 from flows.traffic import serve_window, set_split
 from stagegate.decision import Decision
-from stagegate.events.metrics import arm_samples
-from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
+from stagegate.events.metrics import split_evidence
 from stagegate.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, PREVIOUS_ALIAS
 from stagegate.traffic import Split
 
@@ -39,14 +38,8 @@ def rollout_stage(ctx: PromotionContext) -> StageOutcome:
     while hours < bake_hours:
         serve_window(ctx, "rollout", 0, min(config.batch_hours, bake_hours - hours))
         hours, look = hours + config.batch_hours, look + 1
-        arms, _ = arm_samples(rt.events.load_events(ctx.promotion_id, "rollout"))
-        evidence = Evidence(
-            stage="rollout",
-            arms=arms,
-            look=look,
-            history=history,
-            allocation={CHAMPION: config.holdback, CANDIDATE: 1.0 - config.holdback},
-        )
+        frame = rt.events.load_events(ctx.promotion_id, "rollout")
+        evidence, _, _ = split_evidence(frame, "rollout", 1.0 - config.holdback, look, history)
         result = judge(
             ctx,
             "rollout",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample
+from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
 from stagegate.world.schema import DAYPARTS, DEVICES, SEGMENTS
 
 ARM_NAMES = {0: CHAMPION, 1: CANDIDATE}
@@ -71,19 +71,32 @@ def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSa
     return samples, len(mixed)
 
 
+def split_evidence(
+    frame: pd.DataFrame, stage: str, weight: float, look: int, history: tuple[Evidence, ...] = ()
+) -> tuple[Evidence, int, int]:
+    """Evidence of live traffic split at ``weight`` on the candidate (canary steps, rollout bake).
+
+    Returns the evidence, the number of candidate users and the number of users dropped for having been
+    served by both arms.
+    """
+    arms, mixed = arm_samples(frame)
+    evidence = Evidence(
+        stage=stage,
+        arms=arms,
+        allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
+        look=look,
+        history=history,
+    )
+    return evidence, (arms[CANDIDATE].n_users if CANDIDATE in arms else 0), mixed
+
+
 def _overlap(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """|A ∩ B| / k per request, for slates stored as JSON lists."""
     import json
 
     left = np.array([json.loads(x) for x in a])
     right = np.array([json.loads(x) for x in b])
-    k = left.shape[1]
-    # |A ∩ B| / k per request, vectorised through a sorted membership test.
-    right_sorted = np.sort(right, axis=1)
-    idx = np.clip(
-        np.array([np.searchsorted(r, lft) for r, lft in zip(right_sorted, left, strict=True)]), 0, k - 1
-    )
-    hits = np.take_along_axis(right_sorted, idx, axis=1) == left
-    return hits.sum(axis=1) / k
+    return (left[:, :, None] == right[:, None, :]).any(axis=2).sum(axis=1) / left.shape[1]
 
 
 def shadow_samples(frame: pd.DataFrame, slate_k: int = 10) -> dict[str, ArmSample]:

@@ -185,10 +185,10 @@ class EventStore:
             conn.execute(insert(events), frame.to_dict(orient="records"))
         return len(frame)
 
-    def load_events(self, promotion_id: str, stage: str, min_step: int | None = None) -> pd.DataFrame:
+    def load_events(self, promotion_id: str, stage: str, step: int | None = None) -> pd.DataFrame:
         query = select(events).where(events.c.promotion_id == promotion_id, events.c.stage == stage)
-        if min_step is not None:
-            query = query.where(events.c.step >= min_step)
+        if step is not None:
+            query = query.where(events.c.step == step)
         with self.engine.connect() as conn:
             return pd.read_sql(query, conn)
 

@@ -79,6 +79,7 @@ def test_promotion_to_full_rollout(workspace: dict, tmp_path: Path) -> None:
     assert rt.registry.get_version(MODEL, version).tags["stagegate.status"] == "promoted"
     ledger = rt.events.promotion(result.promotion_id)
     assert ledger["state"] == "promoted"
+    assert ledger["flow_run_id"]  # `stagegate approve <promotion id>` finds the paused run through it
     states = [t["to_state"] for t in rt.events.transitions(result.promotion_id)]
     assert states[0] == "registered" and states[-1] == "promoted"
     assert {"offline", "simulation", "shadow", "canary", "rollout"} <= set(states)
