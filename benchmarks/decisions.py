@@ -193,8 +193,8 @@ def stagegate_pipeline(
     from flows.stages.simulation import simulation_evidence
     from stagegate.decision import Decision
     from stagegate.evaluation.offline import paired_offline_evidence
-    from stagegate.events.metrics import arm_samples, shadow_samples
-    from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
+    from stagegate.events.metrics import shadow_samples, split_evidence
+    from stagegate.evidence import Evidence
     from stagegate.plugins import build_gate
 
     stages = policy.stages
@@ -264,15 +264,8 @@ def stagegate_pipeline(
                 samples += int(frame["session_id"].nunique())
                 hours, look = hours + cfg.batch_hours, look + 1
                 hours_total += cfg.batch_hours
-                arms, _ = arm_samples(pd.concat(frames, ignore_index=True))
-                evidence = Evidence(
-                    stage="canary",
-                    arms=arms,
-                    allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
-                    look=look,
-                    history=history,
-                )
-                n_cand = arms[CANDIDATE].n_users if CANDIDATE in arms else 0
+                so_far = pd.concat(frames, ignore_index=True)
+                evidence, n_cand, _ = split_evidence(so_far, "canary", weight, look, history)
                 res = judge(
                     canary_gates, evidence, at_deadline=hours >= max_hours, enough_samples=n_cand >= min_users
                 )
