@@ -3,16 +3,25 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+UV     := $(VENV)/bin/uv
+UV_VERSION ?= 0.13.9
 
-.PHONY: install demo test lint format bench bench-stats bench-decisions clean browser-deps
+.PHONY: install lock demo test lint format bench bench-stats bench-decisions clean browser-deps
 
-$(STAMP): pyproject.toml
+# The versions come from uv.lock (committed): every fresh machine installs the same ones. uv itself is
+# bootstrapped into the venv with pip; --inexact keeps it (and pip) installed beside the locked packages.
+$(STAMP): pyproject.toml uv.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet 'uv==$(UV_VERSION)'
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --extra dev --quiet
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After a change to the dependencies in pyproject.toml: `make lock` and commit uv.lock.
+lock:
+	test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet 'uv==$(UV_VERSION)')
+	$(UV) lock
 
 demo: install
 	$(VENV)/bin/stagegate demo
