@@ -24,27 +24,13 @@ import numpy as np
 
 from stagegate.datasets import save_batch
 from stagegate.registry import CHAMPION_ALIAS
+from stagegate.runtime import Runtime, use_tracking
 from stagegate.traffic import Split
 from stagegate.workspace import Workspace
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MODEL = "recsys-ranker"
 SIZES = {"demo", "small"}
-
-
-def use_tracking(uri: str, artifact_root: Path) -> str:
-    """Point MLflow's fluent API at ``uri``; returns the id of the experiment that holds model artifacts."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    name = "stagegate-models"
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        # A tracking server decides where artifacts go (e.g. S3); only a local store needs a folder here.
-        local = not uri.startswith(("http://", "https://"))
-        return mlflow.create_experiment(name, artifact_location=artifact_root.as_uri() if local else None)
-    return experiment.experiment_id
 
 
 def world_config(size: str, seed: int) -> Any:
@@ -107,9 +93,8 @@ def init_workspace(
     registry.tag(model, version, status="promoted", stage="bootstrap", reason="first champion of a new world")
     with ws.world_path.open("wb") as fh:
         pickle.dump(world, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    from stagegate.traffic import FileTrafficController
-
-    FileTrafficController(ws.traffic_path).set_split(Split(champion=version))
+    # The first champion gets all traffic through the traffic port in force (the connections file).
+    Runtime(ws).traffic.set_split(Split(champion=version))
     manifest = {
         "world": world.config.model_dump(mode="json"),
         "size": size,
@@ -128,7 +113,6 @@ def register_candidate(recipe_path: str | Path, model: str = MODEL, root: str | 
     """Train ``recipe_path`` on the workspace's training log (before the hold-out) and register it."""
     from stagegate.models.recipe import load_recipe
     from stagegate.models.train import train
-    from stagegate.runtime import Runtime
 
     recipe = load_recipe(recipe_path)  # RecipeError names the file and field
     rt = Runtime(Workspace.from_env(root))
