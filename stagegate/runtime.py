@@ -56,7 +56,17 @@ class Runtime:
 
     @classmethod
     def from_env(cls) -> Runtime:
-        return cls(Workspace.from_env())
+        """The runtime of ``$STAGEGATE_HOME``; a connections file that does not validate fails here, before
+        anything can move (ConnectionsError: file, field, reason)."""
+        runtime = cls(Workspace.from_env())
+        runtime.connections  # noqa: B018 -- validate now, not at the first traffic move
+        return runtime
+
+    def build_ports(self) -> None:
+        """Build every port's adapter now (resolving secrets), so that a missing secret or an adapter that
+        cannot start fails before a promotion opens, not half-way through it."""
+        for port in ("traffic", "metrics", "offline_data", "clock"):
+            getattr(self, port)
 
     @cached_property
     def registry(self) -> Registry:

@@ -24,7 +24,6 @@ import numpy as np
 
 from stagegate.datasets import save_batch
 from stagegate.registry import CHAMPION_ALIAS
-from stagegate.runtime import Runtime, use_tracking
 from stagegate.traffic import Split
 from stagegate.workspace import Workspace
 
@@ -45,6 +44,7 @@ def _register(ranker: Any, recipe: Any, model: str, ws: Workspace) -> str:
     import mlflow
 
     from stagegate.models.pyfunc import log_ranker
+    from stagegate.runtime import use_tracking
 
     experiment_id = use_tracking(ws.mlflow_uri, ws.artifact_root)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {recipe.name}"):
@@ -93,6 +93,8 @@ def init_workspace(
     registry.tag(model, version, status="promoted", stage="bootstrap", reason="first champion of a new world")
     with ws.world_path.open("wb") as fh:
         pickle.dump(world, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    from stagegate.runtime import Runtime
+
     # The first champion gets all traffic through the traffic port in force (the connections file).
     Runtime(ws).traffic.set_split(Split(champion=version))
     manifest = {
@@ -113,6 +115,7 @@ def register_candidate(recipe_path: str | Path, model: str = MODEL, root: str | 
     """Train ``recipe_path`` on the workspace's training log (before the hold-out) and register it."""
     from stagegate.models.recipe import load_recipe
     from stagegate.models.train import train
+    from stagegate.runtime import Runtime
 
     recipe = load_recipe(recipe_path)  # RecipeError names the file and field
     rt = Runtime(Workspace.from_env(root))

@@ -201,6 +201,9 @@ def test_runtime_uses_the_file_in_force(tmp_path: Path, monkeypatch: pytest.Monk
     named.write_text("traffic: {type: nope}\n")
     with pytest.raises(ConnectionsError, match=r"traffic\.type"):
         resolve_connections(ws.root)
+    monkeypatch.setenv("STAGEGATE_HOME", str(ws.root))
+    with pytest.raises(ConnectionsError, match=r"named\.yaml: traffic\.type"):
+        Runtime.from_env()  # fails before anything can move, not at the first traffic call
 
 
 def test_events_metric_source_with_a_password_reference(
