@@ -94,17 +94,27 @@ def current_step(promotion_id: str, stage: str) -> int:
 
 
 def build_evidence(ctx: PromotionContext, stage: str, look: int, history: tuple) -> tuple[Any, int]:
-    """The current step's cumulative evidence of ``stage`` and the step number."""
-    from stagegate.events.metrics import shadow_samples, split_evidence
-    from stagegate.evidence import Evidence
+    """The current step's cumulative evidence of ``stage`` and the step number, from the metric source.
+
+    A measurement error (a failed query, no requests, an arm without users) is logged and judged as
+    evidence with no arms: every gate then says ERROR and acts as its ``on_error`` says (fail closed); it is
+    never judged as empty or zero data.
+    """
+    from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
+    from stagegate.ports import MeasurementError, Window
 
     rt = runtime()
     step = current_step(ctx.promotion_id, stage)
-    frame = rt.events.load_events(ctx.promotion_id, stage, step=step)
-    if stage == "shadow":
-        return Evidence(stage=stage, arms=shadow_samples(frame), paired=True, look=look), step
-    evidence, _, _ = split_evidence(frame, stage, rt.traffic.get_split().candidate_weight, look, history)
-    return evidence, step
+    mirrored = stage == "shadow"
+    try:
+        measurement = rt.metrics.measure(Window(ctx.promotion_id, stage, step, mirrored=mirrored))
+    except MeasurementError as exc:
+        get_run_logger().warning("could not measure %s step %d: %s", stage, step, exc)
+        return Evidence(stage=stage, arms={}, paired=mirrored, look=look, history=history), step
+    if mirrored:
+        return measurement.evidence(look=look), step
+    weight = rt.traffic.get_split().candidate_weight
+    return measurement.evidence({CHAMPION: 1 - weight, CANDIDATE: weight}, look, history), step
 
 
 def _batch_hours(ctx: PromotionContext, stage: str) -> float:

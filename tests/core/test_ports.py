@@ -385,3 +385,34 @@ def test_schema_problems_name_every_break() -> None:
     assert not schema_problems(catalogue, CATALOGUE_SCHEMA, extra_prefix="emb_")
     nulls = catalogue.set_column(0, "item_id", pa.array([None] * catalogue.num_rows, pa.int64()))
     assert any("nulls" in p for p in schema_problems(nulls, CATALOGUE_SCHEMA, extra_prefix="emb_"))
+
+
+# -- the monitor reads the metric port --------------------------------------------------------------------
+
+
+def test_monitor_judges_a_measurement_error_as_error_never_as_no_harm(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    import flows.monitor as monitor
+    from stagegate.plugins import build_gate
+
+    pid = _promotion(store)
+    traffic = FileTrafficController(tmp_path / "traffic.json")
+    traffic.set_split(Split(champion="1", candidate="2", candidate_weight=0.5))
+    host = SimpleNamespace(events=store, traffic=traffic, metrics=EventStoreMetricSource(store))
+    monkeypatch.setattr(monitor, "runtime", lambda: host)
+    monkeypatch.setattr(monitor, "get_run_logger", lambda: logging.getLogger("test"))
+    ctx = SimpleNamespace(promotion_id=pid)
+    gate = build_gate({"type": "guardrail", "metric": "error_rate", "max": 0.5})
+
+    evidence, step = monitor.build_evidence(ctx, "canary", 1, ())  # no request recorded yet
+    assert evidence.arms == {} and step == 0
+    assert gate.evaluate(evidence).outcome is Outcome.ERROR
+
+    store.append_batch(fake_batch(n=400), promotion_id=pid, stage="canary", step=1, versions=("1", "2"))
+    evidence, step = monitor.build_evidence(ctx, "canary", 2, ())
+    assert step == 1 and set(evidence.arms) == {CHAMPION, CANDIDATE}
+    assert evidence.allocation == {CHAMPION: 0.5, CANDIDATE: 0.5} and evidence.look == 2
+    assert gate.evaluate(evidence).outcome is Outcome.PASS
