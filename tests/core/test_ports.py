@@ -416,3 +416,17 @@ def test_monitor_judges_a_measurement_error_as_error_never_as_no_harm(
     assert step == 1 and set(evidence.arms) == {CHAMPION, CANDIDATE}
     assert evidence.allocation == {CHAMPION: 0.5, CANDIDATE: 0.5} and evidence.look == 2
     assert gate.evaluate(evidence).outcome is Outcome.PASS
+
+
+def test_flow_traffic_tasks_go_through_the_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.traffic as traffic_tasks
+
+    traffic = FileTrafficController(tmp_path / "traffic.json")
+    traffic.set_split(Split(champion="1", candidate="2", candidate_weight=0.5, shadow=True))
+    host = SimpleNamespace(traffic=traffic, clock=WallClock())
+    monkeypatch.setattr(traffic_tasks, "runtime", lambda: host)
+    assert traffic_tasks.roll_back_traffic.fn("1") == Split(champion="1")
+    assert traffic.get_split() == Split(champion="1")
+    ctx = SimpleNamespace(promotion_id="p", model="m")
+    with pytest.raises(RuntimeError, match="does not serve traffic"):
+        traffic_tasks.serve_window.fn(ctx, "canary", 1, 2.0)  # a real clock never serves the simulator
