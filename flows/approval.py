@@ -6,7 +6,8 @@ At an approval point the flow, in this order:
    ``evidence/<point>/`` (markdown, HTML, PNG, CSV) and publishes a Prefect markdown artifact
    ``evidence-<point>`` linking to the MLflow run; the form's description links to both;
 2. records ``awaiting_approval`` in the ledger, starts the guardrail monitor on the stage that carries
-   traffic (flows.monitor: a separate flow run, because a paused flow cannot act) and announces the pause;
+   traffic (flows.monitor, started by flows.monitor_control: a separate flow run, because a paused flow
+   cannot act) and announces the pause;
 3. pauses with the form (approve, approver, reason). Only approvers listed in the policy are accepted;
    anyone else is refused, the attempt is recorded (ledger, MLflow, Prefect artifact, announcement) and the
    flow pauses again for the time that is left. No valid answer before the policy's timeout is a rejection;
@@ -72,7 +73,7 @@ def slug(point: str) -> str:
 def prefect_ui_url() -> str | None:
     """The Prefect UI's address (the API's, less ``/api``); None when it cannot be known."""
     try:
-        from flows.monitor import current_api_url
+        from flows.monitor_control import current_api_url
 
         api = current_api_url()
     except Exception:
@@ -236,7 +237,7 @@ def _current_flow_run_id() -> str | None:
 
 
 def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> ApprovalResult:
-    from flows.monitor import MONITOR_APPROVER, start_monitor, watched_stage
+    from flows.monitor_control import MONITOR_APPROVER, start_monitor, watched_stage
     from flows.notify import notify
 
     rt = runtime()

@@ -30,5 +30,9 @@ class PromotionContext(BaseModel):
 
 @cache
 def runtime() -> Runtime:
-    """One Runtime per process, built from the environment (STAGEGATE_HOME and friends)."""
-    return Runtime.from_env()
+    """One Runtime per process, built from the environment (STAGEGATE_HOME, STAGEGATE_CONNECTIONS and
+    friends), with every port's adapter built: a bad connections file or a missing secret fails at the
+    first call (in ``open-promotion``, before anything moved)."""
+    rt = Runtime.from_env()
+    rt.build_ports()
+    return rt

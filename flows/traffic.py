@@ -1,4 +1,8 @@
-"""Traffic moves as Prefect tasks with declared retries: a flaky router call is retried, never hand-looped."""
+"""Traffic moves as Prefect tasks with declared retries: a flaky router call is retried, never hand-looped.
+
+Every call goes through the ports of the runtime (stagegate.ports): the traffic controller and the clock
+the connections file chose.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +20,22 @@ def set_split(split: Split) -> Split:
     return split
 
 
+@task(name="roll-back-traffic", retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def roll_back_traffic(champion: str | None) -> Split:
+    """All traffic to ``champion`` through the port's ``rollback``, which reads the split back to confirm
+    (TrafficError, retried, if it did not take)."""
+    return runtime().traffic.rollback(champion)
+
+
 @task(name="serve-window", retries=0, cache_policy=NO_CACHE)
 def serve_window(ctx: PromotionContext, stage: str, step: int, hours: float) -> ServedBatch:
-    """Serve ``hours`` of live traffic under the current split and append it to the event store."""
-    rt = runtime()
-    split = rt.traffic.get_split()
-    batch = rt.serve(ctx.model, split, hours)
-    rt.events.append_batch(
-        batch,
-        promotion_id=ctx.promotion_id,
-        stage=stage,
-        step=step,
-        versions=(split.champion, split.candidate),
-    )
-    return batch
+    """Advance the simulated clock by ``hours``: serve live traffic under the current split and append it to
+    the event store. Refused with a clock that does not serve (a real clock: traffic arrives by itself)."""
+    clock = runtime().clock
+    advance = getattr(clock, "advance", None)
+    if advance is None:
+        raise RuntimeError(
+            f"the clock in force ({type(clock).__name__}) does not serve traffic: with a real router, wait "
+            "for the look (stagegate.ports.Clock.wait) instead of serving a window"
+        )
+    return advance(ctx.promotion_id, stage, step, hours, model=ctx.model)

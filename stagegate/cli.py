@@ -58,6 +58,46 @@ def policy_validate(files: list[Path] = typer.Argument(..., help="policy YAML fi
         raise typer.Exit(BAD_INPUT)
 
 
+connections_app = typer.Typer(
+    help="Connections: which adapter serves traffic, metrics, offline data and time.", no_args_is_help=True
+)
+app.add_typer(connections_app, name="connections")
+
+
+@connections_app.command("validate")
+def connections_validate(files: list[Path] = typer.Argument(..., help="connections YAML files")) -> None:
+    """Validate connections files; print every problem (file, field, reason) and exit 2 if there is one."""
+    from stagegate.connections import ConnectionsError, load_connections
+
+    bad = False
+    for file in files:
+        try:
+            connections = load_connections(file)
+        except ConnectionsError as exc:
+            bad = True
+            for problem in exc.problems:
+                typer.secho(str(problem), err=True, fg=typer.colors.RED)
+            continue
+        typer.echo(f"{file}: ok ({connections.describe()})")
+    if bad:
+        raise typer.Exit(BAD_INPUT)
+
+
+@connections_app.command("show")
+def connections_show() -> None:
+    """The adapters in force ($STAGEGATE_CONNECTIONS, else the workspace's connections.yaml, else the
+    embedded default)."""
+    from stagegate.connections import ConnectionsError, connections_path, resolve_connections
+    from stagegate.workspace import Workspace
+
+    root = Workspace.from_env().root
+    try:
+        connections = resolve_connections(root)
+    except ConnectionsError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{connections_path(root) or connections.source}: {connections.describe()}")
+
+
 @world_app.command("init")
 def world_init(
     seed: int = typer.Option(7, help="world seed"),

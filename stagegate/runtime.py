@@ -1,7 +1,9 @@
-"""The services one promotion talks to, built from the workspace: registry, traffic, events, the world.
+"""The services one promotion talks to, built from the workspace: registry, events, the four ports, the world.
 
-The embedded default serves traffic from the simulated live world in this process; the world's state is
-pickled in the workspace after every served window so that the next process continues the same world.
+The ports (traffic, metrics, offline data, clock; stagegate.ports) get the adapters the connections file
+chooses: ``$STAGEGATE_CONNECTIONS``, else the workspace's ``connections.yaml``, else the embedded default,
+which serves traffic from the simulated live world in this process; the world's state is pickled in the
+workspace after every served window so that the next process continues the same world.
 """
 
 from __future__ import annotations
@@ -10,22 +12,39 @@ import json
 import pickle
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stagegate.connections import Connections, resolve_connections
 from stagegate.events.store import EventStore
 from stagegate.models.base import Ranker
 from stagegate.models.replay import ReplayRanker
+from stagegate.ports import Clock, MetricSource, OfflineData, Split, TrafficController
 from stagegate.registry import Registry
 from stagegate.tracking import PromotionTracker
-from stagegate.traffic import FileTrafficController, Split
 from stagegate.workspace import Workspace
 from stagegate.world.schema import ServedBatch
 
 
 class WorkspaceNotReady(RuntimeError):
     """The workspace has no world or history yet (run `stagegate world init` or `stagegate demo`)."""
+
+
+def use_tracking(uri: str, artifact_root: Path) -> str:
+    """Point MLflow's fluent API at ``uri``; returns the id of the experiment that holds model artifacts."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = "stagegate-models"
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        # A tracking server decides where artifacts go (e.g. S3); only a local store needs a folder here.
+        local = not uri.startswith(("http://", "https://"))
+        return mlflow.create_experiment(name, artifact_location=artifact_root.as_uri() if local else None)
+    return experiment.experiment_id
 
 
 @dataclass
@@ -37,15 +56,42 @@ class Runtime:
 
     @classmethod
     def from_env(cls) -> Runtime:
-        return cls(Workspace.from_env())
+        """The runtime of ``$STAGEGATE_HOME``; a connections file that does not validate fails here, before
+        anything can move (ConnectionsError: file, field, reason)."""
+        runtime = cls(Workspace.from_env())
+        runtime.connections  # noqa: B018 -- validate now, not at the first traffic move
+        return runtime
+
+    def build_ports(self) -> None:
+        """Build every port's adapter now (resolving secrets), so that a missing secret or an adapter that
+        cannot start fails before a promotion opens, not half-way through it."""
+        for port in ("traffic", "metrics", "offline_data", "clock"):
+            getattr(self, port)
 
     @cached_property
     def registry(self) -> Registry:
         return Registry(self.workspace.mlflow_uri)
 
     @cached_property
-    def traffic(self) -> FileTrafficController:
-        return FileTrafficController(self.workspace.traffic_path)
+    def connections(self) -> Connections:
+        """The adapters in force; ConnectionsError (file, field, reason) if the file does not validate."""
+        return resolve_connections(self.workspace.root)
+
+    @cached_property
+    def traffic(self) -> TrafficController:
+        return self.connections.build("traffic", self)
+
+    @cached_property
+    def metrics(self) -> MetricSource:
+        return self.connections.build("metrics", self)
+
+    @cached_property
+    def offline_data(self) -> OfflineData:
+        return self.connections.build("offline_data", self)
+
+    @cached_property
+    def clock(self) -> Clock:
+        return self.connections.build("clock", self)
 
     @cached_property
     def events(self) -> EventStore:
@@ -117,7 +163,6 @@ class Runtime:
         key = f"{model}/{version}"
         if key not in self._rankers:
             from stagegate.models.pyfunc import load_ranker
-            from stagegate.setup import use_tracking
 
             use_tracking(self.workspace.mlflow_uri, self.workspace.artifact_root)
             self._rankers[key] = load_ranker(f"models:/{model}/{version}")

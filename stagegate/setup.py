@@ -32,21 +32,6 @@ MODEL = "recsys-ranker"
 SIZES = {"demo", "small"}
 
 
-def use_tracking(uri: str, artifact_root: Path) -> str:
-    """Point MLflow's fluent API at ``uri``; returns the id of the experiment that holds model artifacts."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    name = "stagegate-models"
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        # A tracking server decides where artifacts go (e.g. S3); only a local store needs a folder here.
-        local = not uri.startswith(("http://", "https://"))
-        return mlflow.create_experiment(name, artifact_location=artifact_root.as_uri() if local else None)
-    return experiment.experiment_id
-
-
 def world_config(size: str, seed: int) -> Any:
     from stagegate.world import WorldConfig, small_config
 
@@ -59,6 +44,7 @@ def _register(ranker: Any, recipe: Any, model: str, ws: Workspace) -> str:
     import mlflow
 
     from stagegate.models.pyfunc import log_ranker
+    from stagegate.runtime import use_tracking
 
     experiment_id = use_tracking(ws.mlflow_uri, ws.artifact_root)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {recipe.name}"):
@@ -107,9 +93,10 @@ def init_workspace(
     registry.tag(model, version, status="promoted", stage="bootstrap", reason="first champion of a new world")
     with ws.world_path.open("wb") as fh:
         pickle.dump(world, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    from stagegate.traffic import FileTrafficController
+    from stagegate.runtime import Runtime
 
-    FileTrafficController(ws.traffic_path).set_split(Split(champion=version))
+    # The first champion gets all traffic through the traffic port in force (the connections file).
+    Runtime(ws).traffic.set_split(Split(champion=version))
     manifest = {
         "world": world.config.model_dump(mode="json"),
         "size": size,

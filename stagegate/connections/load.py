@@ -1,0 +1,211 @@
+"""Load and validate a connections file: which adapter serves each port, and its settings.
+
+```yaml
+version: 1
+traffic:      {type: file}                       # stagegate.traffic entry point
+metrics:      {type: events, url: "postgresql+psycopg://stagegate@db:5432/stagegate",
+               password: {env: STAGEGATE_EVENTS_PASSWORD}}
+offline_data: {type: workspace}
+clock:        {type: wall, max_block_seconds: 300}
+```
+
+Each port section names an adapter by ``type`` (an entry point in the port's group) and is otherwise
+validated by that adapter's own pydantic ``Config``, as a policy's gate entries are by their gate type. A
+port left out keeps the embedded default (the simulated world). Every problem is reported with the file,
+the field path and the reason (stagegate.policy's format); nothing is built from a file that has one.
+Secrets are references only (stagegate.connections.secrets); an unset environment variable is a problem.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from stagegate.connections.registry import UnknownAdapter, adapter_class
+from stagegate.connections.secrets import literal_secrets, unresolved
+from stagegate.ports import PORTS
+
+ENV_VAR = "STAGEGATE_CONNECTIONS"
+WORKSPACE_FILE = "connections.yaml"
+EMBEDDED = "<embedded default>"
+
+#: The embedded default: the simulated world serves, its event store measures, its log is the offline data,
+#: and simulated time advances it.
+DEFAULT_SPECS: dict[str, dict[str, Any]] = {
+    "traffic": {"type": "file"},
+    "metrics": {"type": "events"},
+    "offline_data": {"type": "workspace"},
+    "clock": {"type": "simulated"},
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field or '<top level>'}: {self.reason}"
+
+
+class ConnectionsError(ValueError):
+    """A connections file that does not validate; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class AdapterSpec(BaseModel):
+    """One port's section: ``type`` plus the adapter's own fields (checked by the adapter's Config)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+
+
+class Header(BaseModel):
+    """The file's own fields, beside the port sections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The adapter chosen for one port, with its validated config."""
+
+    port: str
+    type: str
+    cls: Any
+    config: BaseModel
+
+    def build(self, host: Any) -> Any:
+        """Build the adapter; refuses one that does not satisfy the port's protocol."""
+        adapter = self.cls.from_config(self.config, host)
+        if not isinstance(adapter, PORTS[self.port]):
+            raise TypeError(
+                f"{self.port} adapter {self.type!r} does not implement {PORTS[self.port].__name__}"
+            )
+        return adapter
+
+
+@dataclass(frozen=True)
+class Connections:
+    source: str
+    choices: dict[str, Choice] = field(default_factory=dict)
+
+    def build(self, port: str, host: Any) -> Any:
+        return self.choices[port].build(host)
+
+    def describe(self) -> str:
+        return ", ".join(f"{port}: {c.type}" for port, c in self.choices.items())
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic(file: str, exc: ValidationError, prefix: str, skip: set[str]) -> list[Problem]:
+    """Problems from a pydantic error, less those at a field already reported (a literal secret)."""
+    problems: list[Problem] = []
+    for err in exc.errors():
+        # A secret-reference union names each member it tried ("EnvSecret", "PrefectSecret") in the location.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+        where = ".".join(x for x in (prefix, _loc(loc)) if x)
+        problem = Problem(file, where, err["msg"])
+        if where not in skip and problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+def parse_connections(data: Any, file: str = "<connections>") -> Connections:
+    """Validate already-parsed connections data; raises ConnectionsError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConnectionsError(
+            [Problem(file, "", f"expected a mapping at the top level, got {type(data).__name__}")]
+        )
+    problems = [Problem(file, where, reason) for where, reason in literal_secrets(data)]
+    problems += [Problem(file, where, reason) for where, reason in unresolved(data)]
+    reported = {p.field for p in problems}
+    try:
+        Header.model_validate({k: v for k, v in data.items() if k not in PORTS})
+    except ValidationError as exc:
+        problems.extend(_pydantic(file, exc, "", reported))
+    choices: dict[str, Choice] = {}
+    for port in PORTS:
+        section = data.get(port)
+        try:
+            raw = DEFAULT_SPECS[port] if section is None else AdapterSpec.model_validate(section).model_dump()
+        except ValidationError as exc:
+            problems.extend(_pydantic(file, exc, port, reported))
+            continue
+        type_name = raw["type"]
+        settings = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            cls = adapter_class(port, type_name)
+        except UnknownAdapter as exc:
+            problems.append(Problem(file, f"{port}.type", str(exc)))
+            continue
+        except (ImportError, TypeError) as exc:
+            problems.append(Problem(file, f"{port}.type", f"adapter {type_name!r} cannot be loaded: {exc}"))
+            continue
+        try:
+            config = cls.Config.model_validate(settings)
+        except ValidationError as exc:
+            problems.extend(_pydantic(file, exc, port, reported))
+            continue
+        choices[port] = Choice(port, type_name, cls, config)
+    if problems:
+        raise ConnectionsError(problems)
+    return Connections(source=file, choices=choices)
+
+
+def load_connections(path: str | Path) -> Connections:
+    """Read and validate a connections YAML file; raises ConnectionsError naming file, field and reason."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConnectionsError([Problem(file, "", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConnectionsError(
+            [Problem(file, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from None
+    return parse_connections(data, file)
+
+
+def default_connections() -> Connections:
+    """The embedded default: the simulated world on every port."""
+    return parse_connections({}, EMBEDDED)
+
+
+def connections_path(workspace_root: Path) -> Path | None:
+    """The file in force: ``$STAGEGATE_CONNECTIONS`` (must exist), else the workspace's connections.yaml
+    if there is one, else None (the embedded default)."""
+    named = os.environ.get(ENV_VAR)
+    if named:
+        return Path(named)
+    local = workspace_root / WORKSPACE_FILE
+    return local if local.is_file() else None
+
+
+def resolve_connections(workspace_root: Path) -> Connections:
+    path = connections_path(workspace_root)
+    return default_connections() if path is None else load_connections(path)
