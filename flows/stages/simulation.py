@@ -9,8 +9,9 @@
 2. The logging champion served with a stochastic (Plackett–Luce) policy, so every logged slot has a
    propensity: each estimator of the policy (IPS, SNIPS, DR, RIPS) replays both rankers' slates on the
    hold-out and adds ``<metric>:<estimator>`` (e.g. ``revenue_per_user:dr``) for both arms, with its
-   confidence interval in the run's ``ope_<reward>.json``. An estimate without enough support in the log is
-   withheld (NaN): a gate on it reports ERROR.
+   confidence interval and diagnostics (support, clipped weight mass, ESS, users, missing data) in the run's
+   ``ope_<reward>.json``. An estimate the log cannot support is withheld: its per-user values are NaN, so
+   any gate on it reports ERROR, never a confident number (the reasons are in ``diag_reasons``).
 
 :func:`simulation_evidence` is the stage's logic without Prefect or MLflow (benchmarks call it directly).
 """
