@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from stagegate.world.ranking import top_k
 from stagegate.world.schema import RequestContext
 
 CHUNK_ROWS = 2048  # (2048, n_items) float64 matrices: 8 MB at 500 items, 32 MB at 2,000
@@ -23,12 +24,11 @@ def servable(ctx: RequestContext, in_stock_only: bool = False) -> np.ndarray:
 
 
 def topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) int32 indices of the k best scores per row, best first (ties broken by lower item id)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1).astype(np.int32)
+    """(n, k) int32 indices of the k best scores per row, best first (ties broken by lower item id).
+
+    A thin wrapper of :func:`stagegate.world.ranking.top_k`, the one deterministic ranking helper.
+    """
+    return top_k(scores, k).astype(np.int32)
 
 
 def standardise_rows(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -25,6 +25,8 @@ from stagegate.world.assignment import assign
 from stagegate.world.batch import concat, take_context
 from stagegate.world.catalog import Catalog, make_catalog, public_frame
 from stagegate.world.config import WorldConfig
+from stagegate.world.oracle import WorldOracle, ground_truth
+from stagegate.world.ranking import top_k
 from stagegate.world.response import respond, sigmoid
 from stagegate.world.rng import stream_key, uniform
 from stagegate.world.schema import RequestContext, ServedBatch
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from stagegate.models.base import Ranker
-    from stagegate.world.oracle import WorldOracle
 
 # stream ids of the counter-based random numbers (one per kind of draw)
 _ARRIVE, _START, _DEVICE, _GUMBEL, _CLICK, _BUY, _CONTINUE, _RESTOCK = range(8)
@@ -126,7 +127,7 @@ class LiveWorld:
         logits = logits + p.alpha_bait * usr.bait_sens[existing, None] * cat.bait[None, :]
         logits = np.where(published[None, :], logits + rng.gumbel(size=logits.shape), -np.inf)
         h = min(cfg.history_len, int(published.sum()))
-        top = np.argsort(-logits, axis=1)[:, :h].astype(np.int32)
+        top = top_k(logits, h).astype(np.int32)
         keep = np.arange(h)[None, :] < n_past[:, None]
         self._recent[existing, :h] = np.where(keep, top, -1)
         self._n_hist[existing] = n_past
@@ -158,9 +159,19 @@ class LiveWorld:
 
     def oracle(self) -> WorldOracle:
         """The hidden truth, for tests and benchmarks only: never pass it to a model or a pipeline stage."""
-        from stagegate.world.oracle import WorldOracle
-
-        return WorldOracle.of(self)
+        cat, usr = self._catalog, self._users
+        return WorldOracle(
+            item_quality=cat.quality.copy(),
+            item_bait=cat.bait.copy(),
+            item_is_bait=cat.is_bait.copy(),
+            item_embedding=cat.embedding.copy(),
+            stock_level=self._stock_level.copy(),
+            user_taste=self._taste.copy(),
+            user_satisfaction=self._satisfaction.copy(),
+            user_activity=usr.activity.copy(),
+            user_join_day=usr.join_day.copy(),
+            user_history_length=self._n_hist.copy(),
+        )
 
     def serve(
         self,
@@ -174,9 +185,10 @@ class LiveWorld:
         """Serve ``hours`` of traffic and advance the clock; returns the public log of that window.
 
         Each user is in the candidate arm (arm 1) when the salted hash of their id falls below
-        ``candidate_share`` (sticky across calls). The champion is served by Plackett–Luce over its scores at
-        ``explore_temperature`` (deterministic top-k if None), the candidate by its ``recommend``; with
-        ``shadow`` the shadow ranker's slate is computed for every request and logged, never shown.
+        ``candidate_share`` (sticky across calls). Both arms are served alike, by Plackett–Luce over their
+        ranker's scores at ``explore_temperature`` (deterministic top-k if None) with shared uniforms, so a
+        copy of the champion in the candidate arm is a true A/A; with ``shadow`` the shadow ranker's slate
+        (its ``recommend``) is computed for every request and logged, never shown.
         """
         if not 0.0 <= candidate_share <= 1.0:
             raise ValueError(f"candidate_share must be in [0, 1], got {candidate_share}")
@@ -238,8 +250,6 @@ class LiveWorld:
 
         See :func:`stagegate.world.oracle.ground_truth`. The world itself is not advanced.
         """
-        from stagegate.world.oracle import ground_truth
-
         return ground_truth(
             self, champion, candidate, days=days, seeds=seeds, explore_temperature=explore_temperature
         )
@@ -412,14 +422,19 @@ class LiveWorld:
         error = np.zeros(n, dtype=bool)
         latency = np.zeros(n)
         i0, i1 = np.flatnonzero(arm == 0), np.flatnonzero(arm == 1)
-        if i0.size:
-            m = min(cfg.explore_pool, int(published.sum()))
-            m = max(m, k)
-            ug = uniform(self._noise, _GUMBEL, u[i0, None], key[i0, None], step, np.arange(m)[None, :])
-            sl = serving.serve_champion(
-                champion, take_context(ctx, i0), k, temperature, m, ug, cfg.pscore_samples,
-                self._aux if self._compute_pscore else None,
+        # one serving policy for both arms, with the same Gumbel uniforms (see stagegate.world.serving)
+        m = max(min(cfg.explore_pool, int(published.sum())), k)
+        ug = uniform(self._noise, _GUMBEL, u[:, None], key[:, None], step, np.arange(m)[None, :])
+        mc_rng = self._aux if self._compute_pscore else None
+
+        def serve(ranker: Ranker, rows: np.ndarray) -> serving.Slates:
+            return serving.serve_ranked(
+                ranker, take_context(ctx, rows), k, temperature, m, ug[rows], cfg.pscore_samples, mc_rng,
+                published,
             )  # fmt: skip
+
+        if i0.size:
+            sl = serve(champion, i0)
             items[i0], pscore[i0], prefix[i0] = sl.items, sl.pscore, sl.pscore_prefix
             error[i0] = self._aux.random(i0.size) < serving.error_rate(champion, cfg.base_error_rate)
             latency[i0] = serving.latency(
@@ -427,19 +442,25 @@ class LiveWorld:
             )
         if i1.size:
             assert candidate is not None
-            ctx1 = take_context(ctx, i1)
             try:
-                proposed = candidate.recommend(ctx1, k)
+                proposed: serving.Slates | None = serve(candidate, i1)
             except Exception:  # a failing candidate must not take the world down: log it and fall back
                 proposed = None
-            ok = serving.valid_rows(proposed, i1.size, k, published)
+            ok = np.zeros(i1.size, dtype=bool)
+            if proposed is not None:
+                ok = proposed.valid & serving.valid_rows(proposed.items, i1.size, k, published)
             failed = ~ok | (self._aux.random(i1.size) < serving.error_rate(candidate, cfg.base_error_rate))
-            cand_items = np.zeros((i1.size, k), dtype=np.int32)
-            if ok.any():
-                cand_items[ok] = np.asarray(proposed)[ok]
+            if proposed is not None and ok.any():
+                rows = i1[ok]
+                items[rows], pscore[rows], prefix[rows] = (
+                    proposed.items[ok],
+                    proposed.pscore[ok],
+                    proposed.pscore_prefix[ok],
+                )
             if failed.any():
-                cand_items[failed] = np.asarray(champion.recommend(take_context(ctx1, failed), k))
-            items[i1] = cand_items
+                rows = i1[failed]
+                sl = serve(champion, rows)
+                items[rows], pscore[rows], prefix[rows] = sl.items, sl.pscore, sl.pscore_prefix
             error[i1] = failed
             latency[i1] = serving.latency(
                 serving.median_latency(candidate, cfg.base_latency_ms), cfg.latency_sigma, i1.size, self._aux

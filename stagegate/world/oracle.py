@@ -9,7 +9,7 @@ several seeds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -17,7 +17,32 @@ from stagegate.world.schema import ServedBatch
 
 if TYPE_CHECKING:
     from stagegate.models.base import Ranker
-    from stagegate.world.live import LiveWorld
+    from stagegate.world.users import Users
+
+
+class TruthWorld(Protocol):
+    """What the ground truth needs of a world (LiveWorld). A protocol, so that this module does not import
+    the world it judges: live.py imports oracle.py, never the other way round."""
+
+    _users: Users
+    _satisfaction: np.ndarray
+    _expected: dict[str, float]
+
+    @property
+    def now(self) -> float: ...
+
+    def fork(self, truth_seed: int | None = None) -> TruthWorld: ...
+
+    def serve(
+        self,
+        champion: Ranker,
+        candidate: Ranker | None = None,
+        candidate_share: float = 0.0,
+        hours: float = 1.0,
+        shadow: Ranker | None = None,
+        explore_temperature: float | None = 0.3,
+    ) -> ServedBatch: ...
+
 
 METRICS = (  # the keys of every "champion", "candidate", "effect", ... mapping
     "revenue_per_user",
@@ -51,22 +76,6 @@ class WorldOracle:
     user_activity: np.ndarray
     user_join_day: np.ndarray
     user_history_length: np.ndarray
-
-    @classmethod
-    def of(cls, world: LiveWorld) -> WorldOracle:
-        cat, usr = world._catalog, world._users
-        return cls(
-            item_quality=cat.quality.copy(),
-            item_bait=cat.bait.copy(),
-            item_is_bait=cat.is_bait.copy(),
-            item_embedding=cat.embedding.copy(),
-            stock_level=world._stock_level.copy(),
-            user_taste=world._taste.copy(),
-            user_satisfaction=world._satisfaction.copy(),
-            user_activity=usr.activity.copy(),
-            user_join_day=usr.join_day.copy(),
-            user_history_length=world._n_hist.copy(),
-        )
 
 
 def summarise(batch: ServedBatch, n_users: int, satisfaction: np.ndarray | None = None) -> dict[str, float]:
@@ -111,7 +120,7 @@ def _expected_summary(expected: dict[str, float], batch: ServedBatch, n_users: i
 
 
 def _run_arm(
-    world: LiveWorld,
+    world: TruthWorld,
     seed: int,
     days: float,
     n_users: int,
@@ -130,7 +139,7 @@ def _run_arm(
 
 
 def ground_truth(
-    world: LiveWorld,
+    world: TruthWorld,
     champion: Ranker,
     candidate: Ranker,
     days: float = 7.0,
@@ -140,12 +149,13 @@ def ground_truth(
     """True effect of replacing ``champion`` by ``candidate`` for everyone, from the world's current state.
 
     For each seed, two forks of the world share their random numbers (CRN); one serves the champion to
-    everyone (stochastically, as it is served in production), the other the candidate (deterministically, as
-    in the canary). Effects are relative: candidate / champion − 1 of the population totals. Metrics without
-    a suffix are computed from the world's expected outcomes per shown slot (low noise); ``*_realised`` from
-    the sampled clicks and purchases. Returns
-    ``{"days", "seeds", "n_users", "champion": {metric: mean}, "candidate": {...}, "effect": {...},
-    "effect_per_seed": {metric: [...]}, "ci95": {metric: [lo, hi]}}`` with a t interval over seeds.
+    everyone, the other the candidate, both served alike (Plackett–Luce at ``explore_temperature``, as every
+    arm is served live), so that an exact copy of the champion has an effect of exactly 0. Effects are
+    relative: candidate / champion − 1 of the population totals. Metrics without a suffix are computed from
+    the world's expected outcomes per shown slot (low noise); ``*_realised`` from the sampled clicks and
+    purchases. Returns ``{"days", "seeds", "n_users", "champion": {metric: mean}, "candidate": {...},
+    "effect": {...}, "effect_per_seed": {metric: [...]}, "ci95": {metric: [lo, hi]}}`` with a t interval
+    over seeds.
     The world itself is not advanced.
     """
     seeds = list(seeds)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stagegate.world.ranking import top_k
+
 _CHUNK_ELEMS = 2_000_000  # bound the (n, S, M) Monte-Carlo tensor to keep memory and cache use small
 
 
@@ -31,10 +33,8 @@ def gumbel_from_uniform(u: np.ndarray) -> np.ndarray:
 
 
 def topk_order(keys: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest entries of the last axis, largest first."""
-    part = np.argpartition(-keys, k - 1, axis=-1)[..., :k]
-    vals = np.take_along_axis(keys, part, axis=-1)
-    return np.take_along_axis(part, np.argsort(-vals, axis=-1, kind="stable"), axis=-1)
+    """Indices of the k largest entries of the last axis, largest first, ties (−inf logits) by index."""
+    return top_k(keys, k)
 
 
 def sample(logits: np.ndarray, k: int, u: np.ndarray) -> np.ndarray:
@@ -73,8 +73,10 @@ def item_position_marginals(
     rows = max(1, _CHUNK_ELEMS // max(1, samples * m))
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
-        u = rng.random((hi - lo, samples, m), dtype=np.float32)
-        keys = logits[lo:hi, None, :].astype(np.float32) - np.log(-np.log(np.clip(u, 1e-30, 1 - 1e-7)))
+        # float64: logarithms differ in their last bits between instruction sets (AVX2, AVX-512); in float32
+        # that moves a key by ~1e-7 and reorders close keys, in float64 by ~1e-16
+        u = rng.random((hi - lo, samples, m))
+        keys = logits[lo:hi, None, :] + gumbel_from_uniform(u)
         draws = topk_order(keys, k)  # (c, S, k)
         acc[lo:hi] += _conditional(w[lo:hi], total[lo:hi], w_target[lo:hi], draws, order[lo:hi]).sum(axis=1)
     return acc / (samples + 1.0)
