@@ -18,11 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("stagegate", "flows", "gates")
 
-# Known cycles that another change removes; each entry must name it. Remove an entry once it is gone.
-ALLOWED_CYCLES: list[frozenset[str]] = [
-    # stagegate.world.live <-> stagegate.world.oracle: removed by the world/oracle helper's branch (issue 8).
-    frozenset({"stagegate.world.live", "stagegate.world.oracle"}),
-]
+# Known cycles that a change under way removes; each entry must name it. Remove an entry once it is gone.
+# Empty: every first-party cycle is gone, and a new one fails the test below.
+ALLOWED_CYCLES: list[frozenset[str]] = []
 
 
 def _modules() -> dict[str, Path]:
