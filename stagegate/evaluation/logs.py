@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from stagegate.models.base import Ranker
+from stagegate.ranking import top_k
 from stagegate.world.schema import RequestContext, ServedBatch
 
 LogLike = ServedBatch | Sequence[ServedBatch]
@@ -109,7 +110,7 @@ def rerank(
     """Re-rank every logged request: ``(n_requests, k)`` int64 item ids, best first.
 
     ``source="recommend"`` uses the ranker's own slate (its business rules included); ``"scores"`` takes
-    the top-k of ``scores(ctx)`` over the full catalogue (argpartition, then a sort of the k winners).
+    the top-k of ``scores(ctx)`` over the full catalogue (:func:`stagegate.ranking.top_k`).
     Requests are ranked in chunks of ``chunk_rows`` (default: about ``CHUNK_CELLS`` score cells).
     Raises ValueError if the ranker returns a wrong shape, unknown ids or a slate with duplicates.
     """
@@ -128,9 +129,7 @@ def rerank(
                 raise ValueError(
                     f"{_name(ranker)}.scores returned shape {s.shape}, expected {(ctx.n, n_items)}"
                 )
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
-            slate = np.take_along_axis(top, order, axis=1)
+            slate = top_k(s, k)  # ties by lower item id, the same order on every CPU
         else:
             raise ValueError(f"unknown ranking source {source!r} (use 'recommend' or 'scores')")
         if slate.shape != (ctx.n, k):

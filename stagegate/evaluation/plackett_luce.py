@@ -13,15 +13,15 @@ import itertools
 
 import numpy as np
 
+from stagegate.ranking import top_k
+
 
 def sample_slates(
     scores: np.ndarray, k: int, rng: np.random.Generator, temperature: float = 1.0
 ) -> np.ndarray:
     """``(n, k)`` slates drawn from Plackett–Luce(scores / temperature), one per row of ``scores``."""
     z = np.asarray(scores, dtype=float) / temperature + rng.gumbel(size=np.shape(scores))
-    top = np.argpartition(-z, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(z, top, axis=1), axis=1)
-    return np.take_along_axis(top, order, axis=1)
+    return top_k(z, k)  # a deterministic order if Gumbel draws ever tie (float64 makes it rare)
 
 
 def exact_marginals(scores: np.ndarray, k: int, temperature: float = 1.0) -> np.ndarray:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from stagegate.world.ranking import top_k
+from stagegate.ranking import top_k
 from stagegate.world.schema import RequestContext
 
 CHUNK_ROWS = 2048  # (2048, n_items) float64 matrices: 8 MB at 500 items, 32 MB at 2,000

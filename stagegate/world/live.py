@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stagegate.ranking import top_k
 from stagegate.world import serving
 from stagegate.world.assignment import assign
 from stagegate.world.batch import concat, take_context
 from stagegate.world.catalog import Catalog, make_catalog, public_frame
 from stagegate.world.config import WorldConfig
 from stagegate.world.oracle import WorldOracle, ground_truth
-from stagegate.world.ranking import top_k
 from stagegate.world.response import respond, sigmoid
 from stagegate.world.rng import stream_key, uniform
 from stagegate.world.schema import RequestContext, ServedBatch

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stagegate.world.ranking import top_k
+from stagegate.ranking import top_k
 
 _CHUNK_ELEMS = 2_000_000  # bound the (n, S, M) Monte-Carlo tensor to keep memory and cache use small
 

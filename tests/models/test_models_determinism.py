@@ -77,6 +77,6 @@ def test_fit_does_not_depend_on_the_instruction_set(tiny, tmp_path: Path) -> Non
     here = fit_logistic(tiny.logs, tiny.catalog, "purchase", KNOBS, "here")
     there = np.load(out)
     np.testing.assert_allclose(there, here.scores(ctx), rtol=0, atol=1e-9)
-    from stagegate.world.ranking import top_k
+    from stagegate.ranking import top_k
 
     np.testing.assert_array_equal(top_k(there, 10), top_k(here.scores(ctx), 10))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stagegate.world.ranking import top_k
+from stagegate.ranking import top_k
 
 
 def _reference(scores: np.ndarray, k: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Top-k by score with a deterministic tie-break: the one ranking helper of the world and the models.
+"""Top-k by score with a deterministic tie-break: the one ranking helper of the core, world and models.
 
 ``np.argpartition`` and ``np.argsort`` (default kind) leave the order of equal scores unspecified, and numpy
 picks a different algorithm per instruction set (AVX-512 builds use x86-simd-sort): two machines then rank
