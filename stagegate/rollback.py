@@ -21,6 +21,7 @@ its lease runs out and ``stagegate reconcile`` closes it when the ledger is back
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from stagegate.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, PREVIOUS_ALIAS, 
 log = logging.getLogger("stagegate.rollback")
 T = TypeVar("T")
 
-CALL_TIMEOUT = 20.0  # seconds one store call may take
+CALL_TIMEOUT = float(os.environ.get("STAGEGATE_CALL_TIMEOUT", "20"))  # seconds one store call may take
 ATTEMPTS = 3  # rounds of (traffic, ledger, registry, verify), and tries of each call within a round
 RETRY_DELAY = 0.5  # seconds before a call's second try; doubles after each
 
@@ -56,12 +57,13 @@ class RollbackIncomplete(RuntimeError):
         self.report = report
 
 
-def bounded(call: Callable[..., T], *args: Any, timeout: float = CALL_TIMEOUT, **kwargs: Any) -> T:
+def bounded(call: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
     """``call(*args, **kwargs)`` or :class:`CallTimeout` after ``timeout`` seconds.
 
     The call runs in a daemon thread: a client that hangs past its deadline is abandoned, not waited for
     (clients' own timeouts and retries can add up to minutes; MLflow's HTTP client retries 7 times).
     """
+    timeout = CALL_TIMEOUT if timeout is None else timeout
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -83,13 +85,15 @@ def bounded(call: Callable[..., T], *args: Any, timeout: float = CALL_TIMEOUT, *
 def retried(
     call: Callable[..., T],
     *args: Any,
-    attempts: int = ATTEMPTS,
-    delay: float = RETRY_DELAY,
-    timeout: float = CALL_TIMEOUT,
+    attempts: int | None = None,
+    delay: float | None = None,
+    timeout: float | None = None,
     give_up_on: tuple[type[BaseException], ...] = (),
     **kwargs: Any,
 ) -> T:
     """:func:`bounded` with ``attempts`` tries and exponential back-off; the last error is raised."""
+    attempts = ATTEMPTS if attempts is None else attempts
+    delay = RETRY_DELAY if delay is None else delay
     for attempt in range(1, attempts + 1):
         try:
             return bounded(call, *args, timeout=timeout, **kwargs)
@@ -221,14 +225,14 @@ def roll_back_promotion(
     stage: str,
     reason: str,
     outcome: str,
-    rounds: int = ATTEMPTS,
+    rounds: int | None = None,
 ) -> RollbackReport:
     """Roll ``target`` back (see the module docstring); :class:`RollbackIncomplete` if traffic or the
     registry cannot be put back and verified. The ledger may stay open (``report.ledger_closed``)."""
     text = f"{stage}: {reason}"
     report = RollbackReport(target.promotion_id, outcome)
     ledger = "unwritten"  # unwritten | pending | ended | unreachable
-    for round_ in range(1, rounds + 1):
+    for round_ in range(1, (rounds or ATTEMPTS) + 1):
         report.rounds = round_
         try:  # 1. traffic, before anything else
             retried(traffic.set_split, champion_split(target.champion_version))
