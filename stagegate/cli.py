@@ -171,7 +171,13 @@ def _reconcile(model: str | None, quiet: bool) -> list:
     from stagegate.reconcile import reconcile as reconcile_ledger
     from stagegate.runtime import Runtime
 
-    results = reconcile_ledger(Runtime.from_env(), model)
+    try:
+        results = reconcile_ledger(Runtime.from_env(), model)
+    except Exception as exc:  # a store that is down: status still shows what it can read
+        typer.secho(f"reconcile: could not run (run it again when it is back): {exc!r}", err=True, fg="red")
+        if not quiet:
+            raise typer.Exit(1) from None
+        return []
     for result in results:
         typer.secho(f"reconcile: {result.line()}", err=quiet, fg=None if result.done else typer.colors.RED)
     if not results and not quiet:

@@ -266,10 +266,23 @@ def create_schema(engine: Engine) -> None:
                 try:
                     conn.execute(CreateIndex(index, if_not_exists=True))
                 except IntegrityError:
-                    raise RuntimeError(
-                        f"the ledger at {engine.url.render_as_string(hide_password=True)} has more than "
-                        "one open promotion of a model; close all but one (state 'aborted') first"
-                    ) from None
+                    raise RuntimeError(_duplicates_message(engine)) from None
+
+
+def _duplicates_message(engine: Engine) -> str:
+    """What to do with a ledger written before the unique index, that has two open promotions of a model."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(promotions.c.model, promotions.c.id).where(_OPEN)).all()
+    by_model: dict[str, list[str]] = {}
+    for model, pid in rows:
+        by_model.setdefault(model, []).append(pid)
+    twice = {m: ids for m, ids in by_model.items() if len(ids) > 1}
+    return (
+        f"the ledger at {engine.url.render_as_string(hide_password=True)} has more than one open promotion "
+        f"of a model ({twice}), which the one-open-promotion index forbids: set all but one of each to "
+        "state 'aborted' (UPDATE promotions SET state = 'aborted' WHERE id = ...), then run "
+        "`stagegate reconcile`"
+    )
 
 
 def _add_lease_columns(conn: Connection) -> None:

@@ -3,12 +3,14 @@ database created by many processes at once; heartbeats, take-over and dead owner
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, Table, create_engine, inspect
@@ -75,19 +77,26 @@ def test_of_20_racing_promotes_on_a_fresh_database_exactly_one_proceeds(url: str
     assert _open(store) != winner
 
 
+def _create_schema_at(url: str, barrier: Any, failures: Any) -> None:
+    try:
+        barrier.wait(timeout=60)
+        EventStore(url).engine.dispose()
+    except BaseException as exc:
+        failures.put(repr(exc))
+
+
 def test_schema_creation_does_not_race_across_processes(url: str) -> None:
-    """Separate interpreters, started together on a fresh database (the case of `stagegate up` and a
-    first `stagegate promote`): every one creates or finds the schema, none fails."""
-    code = "import sys; from stagegate.events.store import EventStore; EventStore(sys.argv[1]); print('ok')"
-    root = Path(__file__).resolve().parents[2]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, url], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for _ in range(4)
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * len(procs), [e.decode()[-800:] for _, e in outs]
+    """Separate processes start together on a fresh database (`stagegate up` and a first `stagegate
+    promote`): every one creates or finds the schema, none fails. Forked, so they start in milliseconds."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, failures = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_create_schema_at, args=(url, barrier, failures)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    errors = [failures.get(timeout=5) for _ in range(failures.qsize())] if not failures.empty() else []
+    assert [p.exitcode for p in procs] == [0] * len(procs) and not errors, errors
 
 
 def test_heartbeat_renews_only_the_owners_open_lease(tmp_path: Path) -> None:
@@ -175,3 +184,18 @@ def test_an_older_ledger_gains_the_lease_columns_and_its_open_rows_count_as_expi
     assert [r["id"] for r in store.expired_leases()] == ["old-1"]
     with pytest.raises(PromotionInProgress, match=r"promotion old-1 of 'm'.*lease has expired"):
         _open(store)
+
+
+def test_an_older_ledger_with_two_open_promotions_of_a_model_says_what_to_do(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    old = MetaData()
+    Table("promotions", old, *(c._copy() for c in promotions.c if c.name not in LEASE_COLUMNS))
+    engine = create_engine(url)
+    old.create_all(engine)
+    with engine.begin() as conn:  # what the check-then-insert race left behind
+        for pid in ("race-a", "race-b"):
+            conn.execute(
+                old.tables["promotions"].insert().values(id=pid, model="m", version="2", state="canary")
+            )
+    with pytest.raises(RuntimeError, match=r"more than one open promotion.*race-a.*race-b.*'aborted'"):
+        EventStore(url)
