@@ -94,17 +94,36 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
         champion_version=champion.version if champion else None,
         flow_run_id=str(flow_run_id) if flow_run_id else None,
     )
-    tracker = rt.tracker(model)
-    run_id = tracker.start_promotion(
-        model=model,
-        version=str(version),
-        promotion_id=promotion_id,
-        policy=policy.model_dump(mode="json"),
-        policy_path=policy_path,
-    )
-    rt.events.set_mlflow_run(promotion_id, run_id)
-    rt.registry.set_alias(model, CANDIDATE_ALIAS, str(version))
-    rt.registry.tag(model, str(version), status="in_progress", promotion_id=promotion_id, stage="registered")
+    try:
+        tracker = rt.tracker(model)
+        run_id = tracker.start_promotion(
+            model=model,
+            version=str(version),
+            promotion_id=promotion_id,
+            policy=policy.model_dump(mode="json"),
+            policy_path=policy_path,
+        )
+        rt.events.set_mlflow_run(promotion_id, run_id)
+        rt.registry.set_alias(model, CANDIDATE_ALIAS, str(version))
+        rt.registry.tag(
+            model, str(version), status="in_progress", promotion_id=promotion_id, stage="registered"
+        )
+    except Exception as exc:  # opened but not started: close it now rather than hold the model's lease
+        from stagegate.rollback import RollbackIncomplete, RollbackTarget, roll_back_promotion
+
+        try:
+            roll_back_promotion(
+                RollbackTarget(promotion_id, model, str(version), champion.version if champion else None),
+                traffic=rt.traffic,
+                registry=rt.registry,
+                events=rt.events,
+                stage="registered",
+                reason=f"opening the promotion failed: {exc!r}",
+                outcome="rejected",
+            )
+        except RollbackIncomplete as failed:  # the lease lapses and `stagegate reconcile` finishes it
+            get_run_logger().error("could not close the promotion that failed to open: %s", failed)
+        raise
     return PromotionContext(
         promotion_id=promotion_id,
         model=model,

@@ -157,3 +157,23 @@ def test_status_shows_a_truncated_split_file_and_the_ledger(workspace: dict) -> 
     out = CliRunner().invoke(app, ["status"])
     assert out.exit_code == 0, out.output
     assert "cannot read the split" in out.output and "promotions" in out.output
+
+
+def test_a_promotion_that_fails_while_opening_is_closed_at_once(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.context import runtime
+    from flows.promote import promote
+    from stagegate.tracking import PromotionTracker
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("MLflow is down")
+
+    monkeypatch.setattr(PromotionTracker, "start_promotion", broken)
+    version = workspace["versions"]["better"]
+    with pytest.raises(ConnectionError, match="MLflow is down"):
+        promote(model=MODEL, version=version, policy=str(write_policy(tmp_path / "p.yaml")))
+    [row] = runtime().events.promotions(MODEL)
+    assert row["state"] == "rejected" and "opening the promotion failed" in row["reason"]
+    assert runtime().events.promotions(MODEL, open_only=True) == []  # the next promotion may start
+    assert _state(workspace["root"])["aliases"]["candidate"] is None
