@@ -353,3 +353,35 @@ def test_a_second_rollback_of_a_closed_promotion_changes_nothing_in_the_ledger(
     again = roll_back_promotion(target, outcome="rolled_back", **kwargs)
     assert again.verified and again.ledger_closed and again.outcome == "rolled_back"
     assert len(world.events.transitions(pid)) == n
+
+
+def test_registry_down_during_the_rollback_then_reconcile_finishes_it(world: SimpleNamespace) -> None:
+    """MLflow unreachable: traffic is back at once, the ledger stays pending (not closed on a lie), and
+    reconcile completes aliases, tags and the ledger once the registry answers and the lease has lapsed."""
+    pid = open_canary(world)
+
+    class DownRegistry:
+        def __getattr__(self, name: str) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                raise ConnectionError("MLflow is down")
+
+            return call
+
+    with pytest.raises(RollbackIncomplete) as caught:
+        roll_back_promotion(
+            RollbackTarget(pid, MODEL, CANDIDATE, CHAMPION),
+            traffic=world.traffic,
+            registry=DownRegistry(),
+            events=world.events,
+            stage="canary",
+            reason="guardrail breach",
+            outcome="rolled_back",
+        )
+    assert caught.value.report.traffic_ok and not caught.value.report.registry_ok
+    split = world.traffic.get_split()
+    assert split.champion == CHAMPION and split.is_all_champion  # the champion serves meanwhile
+    assert world.events.promotion(pid)["state"] == "rolled_back_pending"
+    lapse(world.events, pid)
+    [done] = reconcile(SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry))
+    assert done.done and done.from_state == "rolled_back_pending" and done.outcome == "rolled_back"
+    assert_champion_serves(world)

@@ -177,3 +177,24 @@ def test_a_promotion_that_fails_while_opening_is_closed_at_once(
     assert row["state"] == "rejected" and "opening the promotion failed" in row["reason"]
     assert runtime().events.promotions(MODEL, open_only=True) == []  # the next promotion may start
     assert _state(workspace["root"])["aliases"]["candidate"] is None
+
+
+def test_promote_is_refused_while_another_promotion_of_the_model_holds_its_lease(
+    workspace: dict, tmp_path: Path
+) -> None:
+    from flows.context import runtime
+    from stagegate.cli import app
+
+    holder = runtime().events.open_promotion(
+        model=MODEL, version="9", policy_path="p", policy={}, champion_version="1"
+    )  # this process: alive, lease fresh
+    before = _state(workspace["root"])
+    policy = write_policy(tmp_path / "p.yaml")
+    version = workspace["versions"]["better"]
+    out = CliRunner().invoke(
+        app, ["promote", "--model", MODEL, "--version", version, "--policy", str(policy)]
+    )
+    assert out.exit_code == 2, out.output
+    assert f"promotion {holder} of {MODEL!r} (version 9) is still in progress" in out.output
+    after = _state(workspace["root"])
+    assert after["aliases"] == before["aliases"] and after["split"] == before["split"]
