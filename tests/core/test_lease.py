@@ -99,8 +99,7 @@ def test_schema_creation_does_not_race_across_processes(url: str) -> None:
     assert [p.exitcode for p in procs] == [0] * len(procs) and not errors, errors
 
 
-def test_heartbeat_renews_only_the_owners_open_lease(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'events.db'}"
+def test_heartbeat_renews_only_the_owners_open_lease(url: str) -> None:
     owner, other = EventStore(url, owner="me"), EventStore(url, owner="someone-else")
     pid = owner.open_promotion(
         model="m", version="2", policy_path="p", policy={}, champion_version="1", lease_for=5
@@ -134,8 +133,7 @@ def test_lease_keeper_beats_in_the_background_and_stops(tmp_path: Path) -> None:
     assert keeper.lost and keeper.beats == 0  # it noticed the promotion ended
 
 
-def test_take_over_is_a_compare_and_swap_on_the_lease_seen(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'events.db'}"
+def test_take_over_is_a_compare_and_swap_on_the_lease_seen(url: str) -> None:
     dead = EventStore(url, owner="crashed")
     pid = dead.open_promotion(
         model="m", version="2", policy_path="p", policy={}, champion_version="1", lease_for=-1

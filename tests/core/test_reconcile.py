@@ -1,7 +1,8 @@
 """Rollback and reconcile against the observed faults: a ledger that is down or hangs mid-canary, a
 process killed mid-canary or right after the final rollout split, a truncated split file, a registry
-that does not take a write the first time. The ledger is a real SQLite file, the split the real
-file-backed controller; the registry is an in-memory stand-in with MLflow's alias and tag semantics."""
+that does not take a write the first time or is down. The ledger is a real SQLite file and a real
+PostgreSQL database, the split the real file-backed controller; the registry is an in-memory stand-in
+with MLflow's alias and tag semantics."""
 
 from __future__ import annotations
 
@@ -88,10 +89,13 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rollback, "RETRY_DELAY", 0.01)
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> SimpleNamespace:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> SimpleNamespace:
     """Mid-canary: the candidate on 20% of users, its alias set, its promotion open in the ledger."""
-    events = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    if request.param == "sqlite":
+        events = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    else:
+        events = EventStore(request.getfixturevalue("postgres_url"))
     traffic = FileTrafficController(tmp_path / "traffic.json")
     traffic.set_split(Split(champion=CHAMPION, candidate=CANDIDATE, candidate_weight=0.2))
     registry = FakeRegistry(aliases={"champion": CHAMPION, "candidate": CANDIDATE})
@@ -384,4 +388,29 @@ def test_registry_down_during_the_rollback_then_reconcile_finishes_it(world: Sim
     lapse(world.events, pid)
     [done] = reconcile(SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry))
     assert done.done and done.from_state == "rolled_back_pending" and done.outcome == "rolled_back"
+    assert_champion_serves(world)
+
+
+def test_a_real_unreachable_database_is_the_same_as_a_dead_ledger(world: SimpleNamespace) -> None:
+    """The store's own client, pointed at a port where no database listens (the database went away)."""
+    from stagegate.events.store import _engine
+
+    pid = open_canary(world)
+    cut = EventStore.__new__(EventStore)  # the same store object, its server gone
+    cut.__dict__.update(
+        world.events.__dict__, engine=_engine("postgresql+psycopg://postgres@127.0.0.1:9/gone")
+    )
+    started = time.monotonic()
+    report = roll_back_promotion(
+        RollbackTarget(pid, MODEL, CANDIDATE, CHAMPION),
+        traffic=world.traffic,
+        registry=world.registry,
+        events=cut,
+        stage="canary",
+        reason="database gone",
+        outcome="rolled_back",
+    )
+    assert time.monotonic() - started < 10
+    assert report.verified and not report.ledger_closed
+    assert any("OperationalError" in p for p in report.problems), report.problems
     assert_champion_serves(world)
