@@ -254,10 +254,18 @@ def _drive(ctx: PromotionContext) -> PromotionResult:
         if final == "promoted":
             final = _failure_outcome(last_stage or "registered")
             reason = f"every stage passed, but the ledger cannot record the promotion: {exc!r}"
+    needs_rollback = final != "promoted" and not already_ended
     if final == "promoted":
-        rt.events.transition(ctx.promotion_id, "promoted", reason, stage=last_stage)
+        try:
+            rt.events.transition(ctx.promotion_id, "promoted", reason, stage=last_stage)
+        except Exception as exc:  # a promotion counts once recorded: unrecorded, the champion comes back
+            logger.error("could not record the promotion: %r", exc)
+            final = _failure_outcome(last_stage or "registered")
+            reason = f"every stage passed, but the ledger did not record the promotion: {exc}"
+            needs_rollback = True  # even if a reconciler closed the ledger: this flow moved traffic since
+    if final == "promoted":
         rt.registry.tag(ctx.model, ctx.version, status="promoted", stage="rollout", reason=reason)
-    elif not already_ended:
+    elif needs_rollback:
         report = roll_back(ctx, last_stage or "registered", reason, final)
         final, ledger_closed = report["outcome"], report["ledger_closed"]
         if not ledger_closed:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,56 @@ def test_promote_is_refused_while_another_promotion_of_the_model_holds_its_lease
     assert f"promotion {holder} of {MODEL!r} (version 9) is still in progress" in out.output
     after = _state(workspace["root"])
     assert after["aliases"] == before["aliases"] and after["split"] == before["split"]
+
+
+def test_a_flow_that_lost_its_lease_cannot_leave_the_candidate_serving(
+    workspace: dict, tmp_path: Path
+) -> None:
+    """A reconciler took the promotion over mid-bake (this process looked dead: a stall longer than the
+    lease). The rollout still ends with its 100% split, but `promoted` is refused by the ledger, and then
+    the flow puts the champion back instead of leaving the new version serving unrecorded."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import update
+
+    from flows.context import runtime
+    from flows.promote import promote
+    from stagegate.events.store import EventStore, promotions
+    from stagegate.reconcile import reconcile
+
+    version = workspace["versions"]["better"]
+    champion = workspace["info"]["champion_version"]
+    rt = runtime()
+    real = rt.events
+    other = EventStore(real.url, owner="reconciler-elsewhere")
+
+    class Stall:
+        done = False
+
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if name == "append_batch" and kwargs.get("stage") == "rollout" and not Stall.done:
+                    Stall.done = True
+                    with real.engine.begin() as conn:  # the lease lapses while this process stalls
+                        conn.execute(
+                            update(promotions).values(lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+                        )
+                    services = SimpleNamespace(events=other, traffic=rt.traffic, registry=rt.registry)
+                    assert [r.outcome for r in reconcile(services, MODEL)] == ["rolled_back"]
+                return attr(*args, **kwargs)
+
+            return call if callable(attr) else attr
+
+    rt.__dict__["events"] = Stall()
+    try:
+        result = promote(model=MODEL, version=version, policy=str(write_policy(tmp_path / "p.yaml")))
+    finally:
+        rt.__dict__["events"] = real
+    assert Stall.done and result.outcome == "rolled_back", result.reason
+    state = _state(workspace["root"])
+    assert state["split"].champion == champion and state["split"].is_all_champion
+    assert state["aliases"]["champion"] == champion and state["aliases"]["candidate"] is None
+    row = real.promotion(result.promotion_id)
+    assert row["state"] == "rolled_back" and "reconciled: lease expired" in row["reason"]
