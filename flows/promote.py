@@ -7,6 +7,12 @@ Every state change is written to the promotion ledger before the action it annou
 before the decision it feeds. A stage decides ADVANCE, HOLD (wait for a human) or ROLLBACK; this flow alone
 acts on it. Before the first live user sees the candidate, a failure *rejects* it; after, it *rolls back*.
 Either way traffic returns to 100% champion and the champion alias stays (or goes back) where it was.
+
+The ledger enforces the moves (stagegate/ledger_states.py). Opening a promotion takes a lease on it
+(atomically: one open promotion per model), renewed by a heartbeat thread while this process lives; a
+promotion whose process died is rolled back by ``stagegate reconcile``, which also runs here first. A
+rollback moves traffic before it writes anything (stagegate/rollback.py), so a store that is down never
+keeps the candidate serving: the champion serves, and the promotion is closed when the store is back.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from flows.stages.simulation import simulation_stage
 from stagegate.decision import Decision
 from stagegate.events.store import TERMINAL_STATES
 from stagegate.policy import load_policy
-from stagegate.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, PREVIOUS_ALIAS
+from stagegate.registry import CANDIDATE_ALIAS
 
 STAGE_FLOWS = {
     "offline": offline_stage,
@@ -52,6 +58,7 @@ class PromotionResult(BaseModel):
     reason: str
     mlflow_run_id: str
     stages: list[dict[str, str]]
+    ledger_closed: bool = True  # False: the ledger was down; `stagegate reconcile` closes it when back
 
 
 @task(name="open-promotion", cache_policy=NO_CACHE)
@@ -62,6 +69,10 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
     if policy.model != model:
         raise ValueError(f"{policy_path}: policy is for model {policy.model!r}, not {model!r}")
     rt = runtime()
+    from stagegate.reconcile import reconcile
+
+    for done in reconcile(rt, model):  # a crashed promotion of this model is closed before a new one opens
+        get_run_logger().warning("reconcile: %s", done.line())
     rt.registry.get_version(model, version)  # RegistryError names the missing model or version
     champion = rt.registry.get_alias(model, policy.baseline)
     if champion is None and policy.on_missing_baseline == "refuse":
@@ -71,13 +82,8 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
         )
     if champion is not None and champion.version == str(version):
         raise ValueError(f"version {version} of {model!r} is already the {policy.baseline}")
-    open_ones = rt.events.promotions(model, open_only=True)
-    if open_ones:
-        raise RuntimeError(
-            f"promotion {open_ones[0]['id']} of {model!r} is still in progress "
-            f"({open_ones[0]['state']}); one promotion per model at a time (a crashed one must be closed "
-            "in the ledger by hand: there is no reconcile command yet)"
-        )
+    # No check-then-insert: the ledger's unique index over open promotions refuses a second one atomically
+    # (PromotionInProgress names the open promotion, its owner and its lease).
     run_context = get_run_context()  # a task's context: the flow run is known by id only
     flow_run_id = getattr(getattr(run_context, "task_run", None), "flow_run_id", None)
     promotion_id = rt.events.open_promotion(
@@ -88,17 +94,36 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
         champion_version=champion.version if champion else None,
         flow_run_id=str(flow_run_id) if flow_run_id else None,
     )
-    tracker = rt.tracker(model)
-    run_id = tracker.start_promotion(
-        model=model,
-        version=str(version),
-        promotion_id=promotion_id,
-        policy=policy.model_dump(mode="json"),
-        policy_path=policy_path,
-    )
-    rt.events.set_mlflow_run(promotion_id, run_id)
-    rt.registry.set_alias(model, CANDIDATE_ALIAS, str(version))
-    rt.registry.tag(model, str(version), status="in_progress", promotion_id=promotion_id, stage="registered")
+    try:
+        tracker = rt.tracker(model)
+        run_id = tracker.start_promotion(
+            model=model,
+            version=str(version),
+            promotion_id=promotion_id,
+            policy=policy.model_dump(mode="json"),
+            policy_path=policy_path,
+        )
+        rt.events.set_mlflow_run(promotion_id, run_id)
+        rt.registry.set_alias(model, CANDIDATE_ALIAS, str(version))
+        rt.registry.tag(
+            model, str(version), status="in_progress", promotion_id=promotion_id, stage="registered"
+        )
+    except Exception as exc:  # opened but not started: close it now rather than hold the model's lease
+        from stagegate.rollback import RollbackIncomplete, RollbackTarget, roll_back_promotion
+
+        try:
+            roll_back_promotion(
+                RollbackTarget(promotion_id, model, str(version), champion.version if champion else None),
+                traffic=rt.traffic,
+                registry=rt.registry,
+                events=rt.events,
+                stage="registered",
+                reason=f"opening the promotion failed: {exc!r}",
+                outcome="rejected",
+            )
+        except RollbackIncomplete as failed:  # the lease lapses and `stagegate reconcile` finishes it
+            get_run_logger().error("could not close the promotion that failed to open: %s", failed)
+        raise
     return PromotionContext(
         promotion_id=promotion_id,
         model=model,
@@ -110,28 +135,32 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
     )
 
 
-@task(name="roll-back", retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def roll_back(ctx: PromotionContext, stage: str, reason: str, outcome: str) -> None:
-    """Traffic first (the champion serves everyone), then aliases, then tags: safest order first."""
-    rt = runtime()
-    rt.events.transition(ctx.promotion_id, f"{outcome}_pending", f"{stage}: {reason}", stage=stage)
-    split = rt.traffic.get_split()
-    champion = ctx.champion_version or split.champion
-    from stagegate.traffic import Split
+@task(name="roll-back", retries=0, cache_policy=NO_CACHE)
+def roll_back(ctx: PromotionContext, stage: str, reason: str, outcome: str) -> dict:
+    """Traffic first (the champion serves everyone), then ledger, aliases and tags, then read back.
 
-    rt.traffic.set_split(Split(champion=champion))
-    if ctx.champion_version is not None:
-        rt.registry.set_alias(ctx.model, CHAMPION_ALIAS, ctx.champion_version)
-        previous = rt.registry.get_alias(ctx.model, PREVIOUS_ALIAS)
-        if previous is not None and previous.version == ctx.champion_version:
-            rt.registry.delete_alias(ctx.model, PREVIOUS_ALIAS)
-    else:
-        current = rt.registry.get_alias(ctx.model, CHAMPION_ALIAS)
-        if current is not None and current.version == ctx.version:
-            rt.registry.delete_alias(ctx.model, CHAMPION_ALIAS)
-    rt.registry.delete_alias(ctx.model, CANDIDATE_ALIAS)
-    rt.registry.tag(ctx.model, ctx.version, status=outcome, stage=stage, reason=reason)
-    rt.events.transition(ctx.promotion_id, outcome, f"{stage}: {reason}", stage=stage)
+    The retries are inside (bounded, per call and per round: stagegate/rollback.py), because a retry of
+    the whole task would write the ledger before traffic again. Raises RollbackIncomplete when traffic or
+    the registry cannot be put back and verified; returns the report otherwise, whose ``ledger_closed``
+    is False when the ledger was unreachable (the lease then lapses and `stagegate reconcile` closes it).
+    """
+    from dataclasses import asdict
+
+    from stagegate.rollback import RollbackTarget, roll_back_promotion
+
+    rt = runtime()
+    report = roll_back_promotion(
+        RollbackTarget(ctx.promotion_id, ctx.model, ctx.version, ctx.champion_version),
+        traffic=rt.traffic,
+        registry=rt.registry,
+        events=rt.events,
+        stage=stage,
+        reason=reason,
+        outcome=outcome,
+    )
+    for problem in report.problems:
+        get_run_logger().warning("rollback: %s", problem)
+    return asdict(report)
 
 
 def _summary_markdown(ctx: PromotionContext, outcomes: list[StageOutcome], final: str, reason: str) -> str:
@@ -158,8 +187,17 @@ def _skip_reason(ctx: PromotionContext, stage: str) -> str | None:
 @flow(name="promote", log_prints=True)
 def promote(model: str, version: str, policy: str) -> PromotionResult:
     """Take ``model`` version ``version`` through the stages of the policy file ``policy``."""
-    logger = get_run_logger()
     ctx = open_promotion(model, str(version), policy)
+    from stagegate.lease import LeaseKeeper
+
+    with LeaseKeeper(runtime().events, ctx.promotion_id):  # renewed while this process lives
+        return _drive(ctx)
+
+
+def _drive(ctx: PromotionContext) -> PromotionResult:
+    """The stages in order, then the outcome acted on and recorded (the state machine of the module doc)."""
+    logger = get_run_logger()
+    model, version = ctx.model, ctx.version
     rt = runtime()
     outcomes: list[StageOutcome] = []
     final, reason, last_stage = "promoted", "every stage passed", None
@@ -207,20 +245,35 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
                 break
 
     # The guardrail monitor may have rolled back while the flow waited for approval: then only close records.
-    already_ended = rt.events.promotion(ctx.promotion_id)["state"] in TERMINAL_STATES
+    ledger_closed = True
+    try:
+        already_ended = rt.events.promotion(ctx.promotion_id)["state"] in TERMINAL_STATES
+    except Exception as exc:  # the ledger is down: nothing can be recorded, so the champion must serve
+        logger.error("the ledger cannot be read: %r", exc)
+        already_ended = False
+        if final == "promoted":
+            final = _failure_outcome(last_stage or "registered")
+            reason = f"every stage passed, but the ledger cannot record the promotion: {exc!r}"
+    needs_rollback = final != "promoted" and not already_ended
     if final == "promoted":
-        rt.events.transition(ctx.promotion_id, "promoted", reason, stage=last_stage)
+        try:
+            rt.events.transition(ctx.promotion_id, "promoted", reason, stage=last_stage)
+        except Exception as exc:  # a promotion counts once recorded: unrecorded, the champion comes back
+            logger.error("could not record the promotion: %r", exc)
+            final = _failure_outcome(last_stage or "registered")
+            reason = f"every stage passed, but the ledger did not record the promotion: {exc}"
+            needs_rollback = True  # even if a reconciler closed the ledger: this flow moved traffic since
+    if final == "promoted":
         rt.registry.tag(ctx.model, ctx.version, status="promoted", stage="rollout", reason=reason)
-    elif not already_ended:
-        roll_back(ctx, last_stage or "registered", reason, final)
-    if not already_ended:
-        notify(final, promotion_id=ctx.promotion_id, model=model, version=str(version), message=reason)
-    publish_final_evidence(ctx)
-    tracker = rt.tracker(ctx.model)
-    tracker.finish_promotion(ctx.mlflow_run_id, final, reason)
-    markdown = _summary_markdown(ctx, outcomes, final, reason)
-    tracker.client.log_text(ctx.mlflow_run_id, markdown, "summary.md")
-    create_markdown_artifact(key="promotion-summary", markdown=markdown, description=f"{model} v{version}")
+    elif needs_rollback:
+        report = roll_back(ctx, last_stage or "registered", reason, final)
+        final, ledger_closed = report["outcome"], report["ledger_closed"]
+        if not ledger_closed:
+            reason += (
+                f"; traffic is back on the champion, but the ledger could not be closed: `stagegate "
+                f"reconcile` closes it as {final} once the ledger is back and the lease has lapsed"
+            )
+    _bookkeeping(ctx, outcomes, final, reason, announce=not already_ended)
     logger.info("promotion of %s v%s: %s (%s)", model, version, final, reason)
     return PromotionResult(
         promotion_id=ctx.promotion_id,
@@ -231,7 +284,39 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
         reason=reason,
         mlflow_run_id=ctx.mlflow_run_id,
         stages=[{"stage": o.stage, "decision": o.decision.value, "reason": o.reason} for o in outcomes],
+        ledger_closed=ledger_closed,
     )
+
+
+def _bookkeeping(
+    ctx: PromotionContext, outcomes: list[StageOutcome], final: str, reason: str, announce: bool
+) -> None:
+    """Announce, publish the evidence, close the MLflow run: after the outcome is decided and acted on,
+    so a store that fails here is logged and changes nothing."""
+    logger = get_run_logger()
+    steps = []
+    if announce:
+        steps.append(
+            lambda: notify(
+                final, promotion_id=ctx.promotion_id, model=ctx.model, version=ctx.version, message=reason
+            )
+        )
+    markdown = _summary_markdown(ctx, outcomes, final, reason)
+    steps.append(lambda: publish_final_evidence(ctx))
+    steps.append(lambda: runtime().tracker(ctx.model).finish_promotion(ctx.mlflow_run_id, final, reason))
+    steps.append(
+        lambda: runtime().tracker(ctx.model).client.log_text(ctx.mlflow_run_id, markdown, "summary.md")
+    )
+    steps.append(
+        lambda: create_markdown_artifact(
+            key="promotion-summary", markdown=markdown, description=f"{ctx.model} v{ctx.version}"
+        )
+    )
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            logger.warning("bookkeeping after the outcome failed: %r", exc)
 
 
 def _failure_outcome(stage: str) -> str:

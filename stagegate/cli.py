@@ -172,19 +172,57 @@ def promote(
     except RegistryError as exc:
         raise _fail(str(exc)) from None
     from flows.promote import promote as promote_flow
+    from stagegate.events.store import PromotionInProgress
 
-    result = promote_flow(model=model, version=version, policy=str(policy))
+    try:
+        result = promote_flow(model=model, version=version, policy=str(policy))
+    except PromotionInProgress as exc:  # refused before anything moved
+        raise _fail(str(exc)) from None
     typer.echo(f"{model} v{version}: {result.outcome} at {result.stage}: {result.reason}")
     typer.echo(f"MLflow run {result.mlflow_run_id}; promotion id {result.promotion_id}")
 
 
 @app.command()
 def status(model: str = typer.Option("recsys-ranker", help="registered model name")) -> None:
-    """Aliases, versions and promotions of a model."""
+    """Aliases, versions and promotions of a model (after reconciling its abandoned promotions)."""
     quiet_environment()
     from stagegate.report import print_status
 
+    _reconcile(model, quiet=True)
     print_status(model)
+
+
+@app.command()
+def reconcile(
+    model: str = typer.Option(None, help="only this registered model (default: every model)"),
+) -> None:
+    """Roll back promotions whose process died (lease expired, or its process gone), from the ledger.
+
+    Traffic goes to the recorded champion first, then the aliases and tags; the ledger records the
+    outcome with the reason "reconciled: ...". Exit 1 if one could not be closed (run it again).
+    """
+    quiet_environment()
+    results = _reconcile(model, quiet=False)
+    if any(not r.done and r.skipped is None for r in results):
+        raise typer.Exit(1)
+
+
+def _reconcile(model: str | None, quiet: bool) -> list:
+    from stagegate.reconcile import reconcile as reconcile_ledger
+    from stagegate.runtime import Runtime
+
+    try:
+        results = reconcile_ledger(Runtime.from_env(), model)
+    except Exception as exc:  # a store that is down: status still shows what it can read
+        typer.secho(f"reconcile: could not run (run it again when it is back): {exc!r}", err=True, fg="red")
+        if not quiet:
+            raise typer.Exit(1) from None
+        return []
+    for result in results:
+        typer.secho(f"reconcile: {result.line()}", err=quiet, fg=None if result.done else typer.colors.RED)
+    if not results and not quiet:
+        typer.echo("nothing to reconcile: every open promotion holds a live lease")
+    return results
 
 
 @app.command()

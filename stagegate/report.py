@@ -32,12 +32,16 @@ def print_status(model: str) -> None:
             v.tags.get("stagegate.reason", "")[:80],
         )
     console.print(table)
-    split = rt.traffic.get_split()
-    console.print(
-        f"traffic: champion v{split.champion}, candidate "
-        f"{'v' + split.candidate if split.candidate else '-'} at {split.candidate_weight:.0%}, "
-        f"shadow {'on' if split.shadow else 'off'}"
-    )
+    try:
+        split = rt.traffic.get_split()
+    except Exception as exc:  # a truncated or hand-edited split file: say so, and show the ledger anyway
+        console.print(f"[red]traffic: cannot read the split ({rt.workspace.traffic_path}): {exc}[/red]")
+    else:
+        console.print(
+            f"traffic: champion v{split.champion}, candidate "
+            f"{'v' + split.candidate if split.candidate else '-'} at {split.candidate_weight:.0%}, "
+            f"shadow {'on' if split.shadow else 'off'}"
+        )
     promos = Table(title="promotions")
     for col in ("id", "version", "state", "stage", "mlflow run", "reason"):
         promos.add_column(col)

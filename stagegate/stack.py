@@ -160,7 +160,8 @@ class Stack:
         self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
         self.pid_path(name).parent.mkdir(parents=True, exist_ok=True)
         with self.log_path(name).open("ab") as log:
-            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
+            command = " ".join(_redact(a) for a in args)
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {command}\n".encode())
             log.flush()
             process = subprocess.Popen(
                 args,
@@ -213,11 +214,45 @@ class Stack:
         base = postgres_url.split("://", 1)[1].rsplit("/", 1)[0]
         names = {c: f"{prefix}_{c}" for c in ("prefect", "mlflow", "events")}
         _create_databases(postgres_url, list(names.values()))
+        # The password goes to a pgpass file (mode 0600) that libpq and asyncpg read through PGPASSFILE;
+        # no URL that is written (stack.json, logs, exports, command lines) carries it.
+        base = self._keep_password(base, list(names.values()))
         return {
             "prefect": f"postgresql+asyncpg://{base}/{names['prefect']}",
             "mlflow": f"postgresql+psycopg://{base}/{names['mlflow']}",
             "events": f"postgresql+psycopg://{base}/{names['events']}",
         }
+
+    @property
+    def pgpass_path(self) -> Path:
+        return self.root / "pgpass"
+
+    def _keep_password(self, base: str, databases: list[str]) -> str:
+        """``user:password@host:port`` to ``user@host:port``, the password into :attr:`pgpass_path`."""
+        creds, _, hostport = base.rpartition("@")
+        if ":" not in creds:
+            self.pgpass_path.unlink(missing_ok=True)  # no stale password from an earlier `up`
+            return base
+        user, password = creds.split(":", 1)
+        from urllib.parse import unquote
+
+        host, _, port = hostport.partition(":")
+
+        def esc(value: str) -> str:
+            return value.replace("\\", "\\\\").replace(":", "\\:")
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.pgpass_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for db in [*databases, "postgres"]:
+                fh.write(
+                    f"{esc(host)}:{port or 5432}:{esc(db)}:{esc(unquote(user))}:{esc(unquote(password))}\n"
+                )
+        os.chmod(self.pgpass_path, 0o600)
+        return f"{user}@{hostport}"
+
+    def _pg_env(self) -> dict[str, str]:
+        return {"PGPASSFILE": str(self.pgpass_path)} if self.pgpass_path.exists() else {}
 
     def _start_s3(self, port: int) -> float:
         data = self.root / "seaweedfs"
@@ -255,6 +290,7 @@ class Stack:
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_API_URL": "",
+            **self._pg_env(),
         }
         args = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         self._spawn("prefect", args, env)
@@ -269,6 +305,7 @@ class Stack:
             "AWS_DEFAULT_REGION": "us-east-1",
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            **self._pg_env(),
         }
         args = [
             _bin("mlflow"),
@@ -341,6 +378,7 @@ class Stack:
             env["STAGEGATE_MLFLOW_URI"] = urls["mlflow"]
         if config.postgres_url:
             env["STAGEGATE_EVENTS_URL"] = dbs["events"]
+            env.update(self._pg_env())
         state = {
             "workspace": str(self.workspace.root),
             "ports": config.ports,
@@ -494,6 +532,7 @@ def _pool_has_worker(api_url: str) -> bool:
 
 
 def _redact(url: str) -> str:
+    """``scheme://user:password@host`` to ``scheme://user@host``; anything else unchanged."""
     if "://" not in url or "@" not in url:
         return url
     scheme, rest = url.split("://", 1)
@@ -522,7 +561,7 @@ def _create_databases(postgres_url: str, names: list[str]) -> None:
 def shell_exports(env: Mapping[str, str]) -> str:
     import shlex
 
-    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    return "\n".join(f"export {k}={shlex.quote(_redact(v))}" for k, v in sorted(env.items()))
 
 
 def describe(state: Mapping[str, Any]) -> str:

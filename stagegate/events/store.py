@@ -4,14 +4,34 @@
   slate, clicks, purchases, revenue, the propensities of what was shown).
 - ``promotions``, ``transitions``, ``verdicts``: the promotion ledger. Every state change and every gate
   verdict is written here *before* the pipeline acts on it, so a crashed run can be reconciled.
+
+Three guarantees the database itself keeps, whatever the number of processes:
+
+- **One open promotion per model.** A partial unique index over ``promotions(model)`` where the state is
+  not final: of many racing ``open_promotion`` calls exactly one inserts, the others get
+  :class:`PromotionInProgress` naming the open one.
+- **A lease.** The open promotion has an ``owner`` (host, pid, process start), a ``heartbeat_at`` and a
+  ``lease_expires_at``; the owner renews it (:meth:`EventStore.heartbeat`, and every transition and look).
+  A promotion whose lease expired, or whose owner process is gone, is taken over by ``stagegate
+  reconcile`` (:meth:`EventStore.take_over`, a compare-and-swap on the lease it saw).
+- **Legal moves only.** :meth:`EventStore.transition` checks :mod:`stagegate.ledger_states`'s table and
+  writes with a compare-and-swap on the state it read, so two writers never both move one promotion.
+
+Schema creation does not race on a fresh database: ``CREATE ... IF NOT EXISTS`` under a transaction-level
+advisory lock on PostgreSQL (SQLite takes its file lock for each statement). Every connection has bounded
+timeouts (connect, statement, lock, pool), so an unreachable store fails fast instead of hanging a
+rollback.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +42,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -30,11 +51,21 @@ from sqlalchemy import (
     create_engine,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
+from stagegate.ledger_states import (
+    TERMINAL_STATES,
+    IllegalTransition,
+    PromotionState,
+    check_transition,
+)
 from stagegate.world.schema import ServedBatch
 
 metadata = MetaData()
@@ -83,7 +114,22 @@ promotions = Table(
     Column("flow_run_id", String(64)),
     Column("started_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True)),
+    # the lease (see the module docstring); NULL on rows written before leases existed
+    Column("owner", String(200)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("lease_expires_at", DateTime(timezone=True)),
 )
+_TERMINAL = sorted(s.value for s in TERMINAL_STATES)
+_OPEN = promotions.c.state.not_in(_TERMINAL)
+#: At most one open promotion per model: the arbiter of racing `stagegate promote` runs.
+Index(
+    "uq_promotions_open_model",
+    promotions.c.model,
+    unique=True,
+    sqlite_where=_OPEN,
+    postgresql_where=_OPEN,
+)
+LEASE_COLUMNS = ("owner", "heartbeat_at", "lease_expires_at")
 
 transitions = Table(
     "transitions",
@@ -117,12 +163,140 @@ verdicts = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
-#: Promotion states; the terminal ones never change again.
-TERMINAL_STATES = frozenset({"promoted", "rejected", "rolled_back", "aborted"})
+__all__ = [
+    "TERMINAL_STATES",
+    "EventStore",
+    "IllegalTransition",
+    "PromotionInProgress",
+    "lease_seconds",
+    "owner_alive",
+    "process_owner",
+]
+
+_SCHEMA_LOCK = 0x53474C44  # pg_advisory_xact_lock key for schema creation ("SGLD")
+
+
+class PromotionInProgress(RuntimeError):
+    """Another promotion of the model is open (the message names it, its owner and its lease)."""
+
+    def __init__(self, message: str, open_promotion: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.open_promotion = open_promotion
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def aware(at: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without a zone; every timestamp here is written in UTC."""
+    if at is None or at.tzinfo is not None:
+        return at
+    return at.replace(tzinfo=UTC)
+
+
+def lease_seconds() -> float:
+    """How long a lease lasts without a heartbeat: ``STAGEGATE_LEASE_SECONDS`` (default 120 s)."""
+    return float(os.environ.get("STAGEGATE_LEASE_SECONDS", "120"))
+
+
+def _db_timeout() -> float:
+    """Seconds any one database call may take: ``STAGEGATE_DB_TIMEOUT`` (default 30 s)."""
+    return float(os.environ.get("STAGEGATE_DB_TIMEOUT", "30"))
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from its owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), counted after the command name
+
+
+def process_owner() -> str:
+    """This process as a lease owner: ``host:pid:start``."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def owner_alive(owner: str | None) -> bool | None:
+    """False when ``owner`` is a process of this host that is gone; None when this host cannot tell."""
+    if not owner or owner.count(":") < 2:
+        return None
+    host, pid_text, start = owner.rsplit(":", 2)
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    # a pid reused by another process has another start time
+    return not (start and _process_start(pid) not in ("", start))
+
+
+def _engine(url: str) -> Engine:
+    timeout = _db_timeout()
+    kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": timeout}
+    elif url.startswith("postgresql"):
+        ms = int(timeout * 1000)
+        kwargs["pool_timeout"] = timeout
+        kwargs["connect_args"] = {
+            "connect_timeout": max(1, int(min(timeout, 10))),
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        }
+    return create_engine(url, **kwargs)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables and indexes if missing, and add the lease columns to an older ledger."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # concurrent CREATE ... IF NOT EXISTS can still collide
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        for table in metadata.sorted_tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+        _add_lease_columns(conn)
+        for table in metadata.sorted_tables:
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                try:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+                except IntegrityError:
+                    raise RuntimeError(_duplicates_message(engine)) from None
+
+
+def _duplicates_message(engine: Engine) -> str:
+    """What to do with a ledger written before the unique index, that has two open promotions of a model."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(promotions.c.model, promotions.c.id).where(_OPEN)).all()
+    by_model: dict[str, list[str]] = {}
+    for model, pid in rows:
+        by_model.setdefault(model, []).append(pid)
+    twice = {m: ids for m, ids in by_model.items() if len(ids) > 1}
+    return (
+        f"the ledger at {engine.url.render_as_string(hide_password=True)} has more than one open promotion "
+        f"of a model ({twice}), which the one-open-promotion index forbids: set all but one of each to "
+        "state 'aborted' (UPDATE promotions SET state = 'aborted' WHERE id = ...), then run "
+        "`stagegate reconcile`"
+    )
+
+
+def _add_lease_columns(conn: Connection) -> None:
+    present = {c["name"] for c in inspect(conn).get_columns("promotions")}
+    for name in LEASE_COLUMNS:
+        if name in present:
+            continue
+        column = promotions.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        try:  # under the advisory lock on PostgreSQL; SQLite runs DDL one statement at a time
+            conn.execute(text(f"ALTER TABLE promotions ADD COLUMN {name} {kind}"))
+        except (OperationalError, ProgrammingError) as exc:  # another process added it first
+            if "duplicate" not in str(exc).lower() and "already exists" not in str(exc).lower():
+                raise
 
 
 def _finite(x: Any) -> float | None:
@@ -133,10 +307,16 @@ def _finite(x: Any) -> float | None:
 
 
 class EventStore:
-    def __init__(self, url: str) -> None:
+    """The event store and ledger at ``url``; ``owner`` is who this process is as a lease holder."""
+
+    def __init__(self, url: str, owner: str | None = None) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
-        metadata.create_all(self.engine)
+        self.owner = owner or process_owner()
+        self.engine: Engine = _engine(url)
+        create_schema(self.engine)
+
+    def __repr__(self) -> str:  # never the password
+        return f"EventStore({self.engine.url.render_as_string(hide_password=True)!r})"
 
     # -- events ---------------------------------------------------------------------------------------
     def append_batch(
@@ -202,35 +382,60 @@ class EventStore:
         policy: Mapping[str, Any],
         champion_version: str | None,
         flow_run_id: str | None = None,
+        lease_for: float | None = None,
     ) -> str:
+        """Open a promotion and take its lease, atomically; :class:`PromotionInProgress` if one is open."""
         promotion_id = str(uuid.uuid4())
         now = _now()
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(promotions).values(
-                    id=promotion_id,
-                    model=model,
-                    version=version,
-                    policy_path=policy_path,
-                    policy=dict(policy),
-                    state="registered",
-                    stage=None,
-                    champion_version=champion_version,
-                    flow_run_id=flow_run_id,
-                    started_at=now,
-                    updated_at=now,
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(promotions).values(
+                        id=promotion_id,
+                        model=model,
+                        version=version,
+                        policy_path=policy_path,
+                        policy=dict(policy),
+                        state=PromotionState.REGISTERED.value,
+                        stage=None,
+                        champion_version=champion_version,
+                        flow_run_id=flow_run_id,
+                        started_at=now,
+                        updated_at=now,
+                        owner=self.owner,
+                        heartbeat_at=now,
+                        lease_expires_at=now + timedelta(seconds=lease_for or lease_seconds()),
+                    )
                 )
-            )
-            conn.execute(
-                insert(transitions).values(
-                    promotion_id=promotion_id,
-                    from_state=None,
-                    to_state="registered",
-                    reason="promotion opened",
-                    at=now,
+                conn.execute(
+                    insert(transitions).values(
+                        promotion_id=promotion_id,
+                        from_state=None,
+                        to_state=PromotionState.REGISTERED.value,
+                        reason=f"promotion opened by {self.owner}",
+                        at=now,
+                    )
                 )
-            )
+        except IntegrityError:
+            raise self._in_progress(model) from None
         return promotion_id
+
+    def _in_progress(self, model: str) -> PromotionInProgress:
+        open_ones = self.promotions(model, open_only=True)
+        if not open_ones:  # the other one closed in between: say so rather than guess
+            return PromotionInProgress(f"another promotion of {model!r} was opened at the same time")
+        row = open_ones[0]
+        expires = aware(row.get("lease_expires_at"))
+        if expires is None or expires < _now() or owner_alive(row.get("owner")) is False:
+            hint = "its lease has expired: `stagegate reconcile` rolls it back"
+        else:
+            hint = f"its lease runs until {expires.isoformat(timespec='seconds')} unless renewed"
+        return PromotionInProgress(
+            f"promotion {row['id']} of {model!r} (version {row['version']}) is still in progress "
+            f"({row['state']}, owner {row.get('owner') or 'unknown'}); one promotion per model at a time, "
+            f"and {hint}",
+            open_promotion=row,
+        )
 
     def set_mlflow_run(self, promotion_id: str, run_id: str) -> None:
         with self.engine.begin() as conn:
@@ -238,26 +443,103 @@ class EventStore:
                 update(promotions).where(promotions.c.id == promotion_id).values(mlflow_run_id=run_id)
             )
 
-    def transition(self, promotion_id: str, to_state: str, reason: str, stage: str | None = None) -> None:
-        """Record a state change; refuses to move a promotion that has already ended."""
-        now = _now()
+    def _renew(self, conn: Connection, promotion_id: str, now: datetime, lease_for: float | None) -> int:
+        """Renew the lease if this process holds it and the promotion is open; returns rows changed."""
+        return conn.execute(
+            update(promotions)
+            .where(promotions.c.id == promotion_id, promotions.c.owner == self.owner, _OPEN)
+            .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_for or lease_seconds()))
+        ).rowcount
+
+    def heartbeat(self, promotion_id: str, lease_for: float | None = None) -> bool:
+        """Renew this process's lease on an open promotion; False if it ended or another owner has it."""
         with self.engine.begin() as conn:
-            current = conn.execute(
-                select(promotions.c.state).where(promotions.c.id == promotion_id)
-            ).scalar_one()
-            if current in TERMINAL_STATES:
-                raise RuntimeError(
-                    f"promotion {promotion_id} already ended as {current}; cannot move to {to_state}"
+            return self._renew(conn, promotion_id, _now(), lease_for) == 1
+
+    def take_over(self, row: Mapping[str, Any], lease_for: float | None = None) -> bool:
+        """Become the owner of ``row`` (a promotion as read), if its lease is still the one read.
+
+        A compare-and-swap on (owner, lease_expires_at): if the old owner renewed in the meantime, or
+        another reconciler took over first, nothing changes and the answer is False.
+        """
+        now = _now()
+        seen_owner, seen_expiry = row.get("owner"), row.get("lease_expires_at")
+        where = [promotions.c.id == row["id"], _OPEN]
+        where.append(promotions.c.owner.is_(None) if seen_owner is None else promotions.c.owner == seen_owner)
+        where.append(
+            promotions.c.lease_expires_at.is_(None)
+            if seen_expiry is None
+            else promotions.c.lease_expires_at == seen_expiry
+        )
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(promotions)
+                .where(*where)
+                .values(
+                    owner=self.owner,
+                    heartbeat_at=now,
+                    lease_expires_at=now + timedelta(seconds=lease_for or lease_seconds()),
                 )
-            values: dict[str, Any] = {"state": to_state, "reason": reason, "updated_at": now}
-            if stage is not None:
-                values["stage"] = stage
-            conn.execute(update(promotions).where(promotions.c.id == promotion_id).values(**values))
-            conn.execute(
-                insert(transitions).values(
-                    promotion_id=promotion_id, from_state=current, to_state=to_state, reason=reason, at=now
+            ).rowcount
+        return done == 1
+
+    def expired_leases(self, model: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Open promotions whose lease has expired, whose owner is a dead process here, or with no lease."""
+        now = now or _now()
+        query = select(promotions).where(_OPEN).order_by(promotions.c.started_at)
+        if model:
+            query = query.where(promotions.c.model == model)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        out = []
+        for row in rows:
+            expires = aware(row.get("lease_expires_at"))
+            if expires is None or expires < now or owner_alive(row.get("owner")) is False:
+                out.append(row)
+        return out
+
+    def transition(
+        self, promotion_id: str, to_state: str, reason: str, stage: str | None = None, *, attempts: int = 5
+    ) -> None:
+        """Record a legal state change (:mod:`stagegate.ledger_states`), or raise
+        :class:`~stagegate.ledger_states.IllegalTransition`. A compare-and-swap on the state read, so
+        that two writers (the flow and the guardrail monitor) never both move from the same state."""
+        for _ in range(attempts):
+            now = _now()
+            with self.engine.begin() as conn:
+                row = (
+                    conn.execute(
+                        select(promotions.c.state, promotions.c.stage).where(promotions.c.id == promotion_id)
+                    )
+                    .mappings()
+                    .one_or_none()
                 )
-            )
+                if row is None:
+                    raise KeyError(f"no promotion {promotion_id!r} in the ledger")
+                current = row["state"]
+                target = check_transition(promotion_id, current, to_state, row["stage"])
+                values: dict[str, Any] = {"state": target.value, "reason": reason, "updated_at": now}
+                if stage is not None:
+                    values["stage"] = stage
+                moved = conn.execute(
+                    update(promotions)
+                    .where(promotions.c.id == promotion_id, promotions.c.state == current)
+                    .values(**values)
+                ).rowcount
+                if moved != 1:
+                    continue  # someone else moved it: read again and re-check
+                conn.execute(
+                    insert(transitions).values(
+                        promotion_id=promotion_id,
+                        from_state=current,
+                        to_state=target.value,
+                        reason=reason,
+                        at=now,
+                    )
+                )
+                self._renew(conn, promotion_id, now, None)
+                return
+        raise RuntimeError(f"promotion {promotion_id}: the state kept changing under {to_state!r}")
 
     def record_verdicts(
         self, promotion_id: str, stage: str, step: int, look: int, rows: Iterable[tuple[Any, str | None]]
@@ -287,6 +569,7 @@ class EventStore:
         if records:
             with self.engine.begin() as conn:
                 conn.execute(insert(verdicts), records)
+                self._renew(conn, promotion_id, now, None)  # a look is a heartbeat
 
     def promotion(self, promotion_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -304,7 +587,7 @@ class EventStore:
         if model:
             query = query.where(promotions.c.model == model)
         if open_only:
-            query = query.where(promotions.c.state.not_in(TERMINAL_STATES))
+            query = query.where(_OPEN)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 

@@ -72,8 +72,10 @@ def test_ledger_records_transitions_and_verdicts_and_refuses_after_the_end(store
     store.record_verdicts(
         pid, "offline", 0, 1, [(Verdict("g", Outcome.FAIL, "too low", statistic=float("nan")), "rollback")]
     )
+    store.transition(pid, "rejected_pending", "offline: too low")
     store.transition(pid, "rejected", "offline: too low")
-    assert [t["to_state"] for t in store.transitions(pid)] == ["registered", "offline", "rejected"]
+    states = [t["to_state"] for t in store.transitions(pid)]
+    assert states == ["registered", "offline", "rejected_pending", "rejected"]
     verdicts = store.verdicts(pid)
     assert verdicts.loc[0, "outcome"] == "FAIL" and pd.isna(verdicts.loc[0, "statistic"])
     assert store.promotion(pid)["state"] == "rejected"

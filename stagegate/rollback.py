@@ -1,0 +1,292 @@
+"""Rolling a promotion back: traffic first, then the ledger and the registry, then read it all back.
+
+The one procedure behind the flow's ``roll-back`` task, the guardrail monitor and ``stagegate reconcile``.
+It needs only what the promotion's context (or its ledger row) says: the model, the candidate and the
+champion at the start. In order:
+
+1. **Traffic** to 100% champion, written without reading the current split (which may be unreadable) and
+   without writing the ledger first (which may be down): nothing may stand between a failure and the
+   champion serving everyone.
+2. **Ledger** ``<outcome>_pending``, then the **registry**: ``champion`` back on the old champion,
+   ``previous`` dropped if it points there, ``candidate`` removed, the candidate tagged with the outcome.
+3. **Verify** by reading back: the split is 100% champion, no ``candidate`` alias, the champion alias
+   is the old champion, the candidate's status tag is the outcome. A failed verification goes round again
+   (bounded); only a verified rollback closes the ledger as ``<outcome>``.
+
+Every call to a store runs under a deadline (:func:`bounded`), so an unreachable store costs seconds, not
+the rollback. When the ledger cannot be written, the rollback still happens and the promotion stays open;
+its lease runs out and ``stagegate reconcile`` closes it when the ledger is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from stagegate.ledger_states import (
+    PENDING_STATES,
+    TERMINAL_STATES,
+    IllegalTransition,
+    PromotionState,
+    pending_of,
+)
+from stagegate.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, PREVIOUS_ALIAS, TAG_STATUS
+
+log = logging.getLogger("stagegate.rollback")
+T = TypeVar("T")
+
+CALL_TIMEOUT = float(os.environ.get("STAGEGATE_CALL_TIMEOUT", "20"))  # seconds one store call may take
+ATTEMPTS = 3  # rounds of (traffic, ledger, registry, verify), and tries of each call within a round
+RETRY_DELAY = 0.5  # seconds before a call's second try; doubles after each
+
+
+class CallTimeout(TimeoutError):
+    """A store call that did not answer within its deadline."""
+
+
+class RollbackIncomplete(RuntimeError):
+    """Traffic or the registry could not be put back and verified (the message says which and why)."""
+
+    def __init__(self, message: str, report: RollbackReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def bounded(call: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)`` or :class:`CallTimeout` after ``timeout`` seconds.
+
+    The call runs in a daemon thread: a client that hangs past its deadline is abandoned, not waited for
+    (clients' own timeouts and retries can add up to minutes; MLflow's HTTP client retries 7 times).
+    """
+    timeout = CALL_TIMEOUT if timeout is None else timeout
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True, name=f"bounded-{getattr(call, '__name__', 'call')}")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise CallTimeout(f"{getattr(call, '__qualname__', call)} did not answer within {timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def retried(
+    call: Callable[..., T],
+    *args: Any,
+    attempts: int | None = None,
+    delay: float | None = None,
+    timeout: float | None = None,
+    give_up_on: tuple[type[BaseException], ...] = (),
+    **kwargs: Any,
+) -> T:
+    """:func:`bounded` with ``attempts`` tries and exponential back-off; the last error is raised."""
+    attempts = ATTEMPTS if attempts is None else attempts
+    delay = RETRY_DELAY if delay is None else delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return bounded(call, *args, timeout=timeout, **kwargs)
+        except give_up_on:
+            raise
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning(
+                "%s failed (try %d of %d): %r", getattr(call, "__name__", call), attempt, attempts, exc
+            )
+            time.sleep(delay * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    """What a rollback restores, known from the promotion's context or ledger row alone."""
+
+    promotion_id: str
+    model: str
+    version: str
+    champion_version: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RollbackTarget:
+        return cls(row["id"], row["model"], str(row["version"]), row.get("champion_version"))
+
+
+@dataclass
+class RollbackReport:
+    promotion_id: str
+    outcome: str
+    traffic_ok: bool = False  # champion split written and read back
+    registry_ok: bool = False  # aliases and tags put back and read back
+    ledger_closed: bool = False  # the ledger says ``outcome`` (now or already)
+    rounds: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return self.traffic_ok and self.registry_ok
+
+
+def champion_split(champion_version: str | None) -> Any:
+    from stagegate.traffic import Split
+
+    return Split(champion=champion_version)
+
+
+def _restore_registry(registry: Any, target: RollbackTarget, stage: str, reason: str, outcome: str) -> None:
+    model, kw = target.model, {"timeout": CALL_TIMEOUT}
+    if target.champion_version is not None:
+        retried(registry.set_alias, model, CHAMPION_ALIAS, target.champion_version, **kw)
+        previous = retried(registry.get_alias, model, PREVIOUS_ALIAS, **kw)
+        if previous is not None and previous.version == target.champion_version:
+            retried(registry.delete_alias, model, PREVIOUS_ALIAS, **kw)
+    else:
+        current = retried(registry.get_alias, model, CHAMPION_ALIAS, **kw)
+        if current is not None and current.version == target.version:
+            retried(registry.delete_alias, model, CHAMPION_ALIAS, **kw)
+    retried(registry.delete_alias, model, CANDIDATE_ALIAS, **kw)
+    retried(registry.tag, model, target.version, status=outcome, stage=stage, reason=reason, **kw)
+
+
+def verify_traffic(traffic: Any, target: RollbackTarget) -> str | None:
+    """None when the split reads back as 100% champion; else what is wrong."""
+    try:
+        split = bounded(traffic.get_split)
+    except Exception as exc:
+        return f"the split does not read back: {exc!r}"
+    if split.champion != target.champion_version or not split.is_all_champion or split.shadow:
+        return f"the split reads back as {split.model_dump()}, not 100% champion v{target.champion_version}"
+    return None
+
+
+def verify_registry(registry: Any, target: RollbackTarget, outcome: str) -> str | None:
+    """None when aliases and the candidate's status tag read back as a rollback leaves them."""
+    try:
+        candidate = bounded(registry.get_alias, target.model, CANDIDATE_ALIAS)
+        champion = bounded(registry.get_alias, target.model, CHAMPION_ALIAS)
+        tags = bounded(registry.get_version, target.model, target.version).tags
+    except Exception as exc:
+        return f"the registry does not read back: {exc!r}"
+    problems = []
+    if candidate is not None:
+        problems.append(f"alias {CANDIDATE_ALIAS!r} still on v{candidate.version}")
+    if target.champion_version is not None and (
+        champion is None or champion.version != target.champion_version
+    ):
+        problems.append(f"alias {CHAMPION_ALIAS!r} on {champion.version if champion else 'nothing'}")
+    if target.champion_version is None and champion is not None and champion.version == target.version:
+        problems.append(f"alias {CHAMPION_ALIAS!r} still on the candidate v{target.version}")
+    if tags.get(TAG_STATUS) != outcome:
+        problems.append(f"v{target.version} tagged {TAG_STATUS}={tags.get(TAG_STATUS)!r}, not {outcome!r}")
+    return "; ".join(problems) or None
+
+
+def _ledger_pending(
+    events: Any, target: RollbackTarget, outcome: str, text: str, stage: str
+) -> tuple[str, str]:
+    """Write ``<outcome>_pending``; returns (outcome to finish with, ledger status: pending | ended)."""
+    pending = pending_of(outcome)
+    try:
+        retried(
+            events.transition,
+            target.promotion_id,
+            pending.value,
+            text,
+            stage=stage,
+            give_up_on=(IllegalTransition,),
+        )
+        return outcome, "pending"
+    except IllegalTransition:
+        state = PromotionState(bounded(events.promotion, target.promotion_id)["state"])
+        if state in TERMINAL_STATES:
+            return state.value, "ended"  # someone (the monitor, a reconciler) closed it already
+        if state in PENDING_STATES:  # a rollback was already under way: finish what it recorded
+            return state.value.removesuffix("_pending"), "pending"
+        raise
+
+
+def roll_back_promotion(
+    target: RollbackTarget,
+    *,
+    traffic: Any,
+    registry: Any,
+    events: Any,
+    stage: str,
+    reason: str,
+    outcome: str,
+    rounds: int | None = None,
+) -> RollbackReport:
+    """Roll ``target`` back (see the module docstring); :class:`RollbackIncomplete` if traffic or the
+    registry cannot be put back and verified. The ledger may stay open (``report.ledger_closed``)."""
+    text = f"{stage}: {reason}"
+    report = RollbackReport(target.promotion_id, outcome)
+    ledger = "unwritten"  # unwritten | pending | ended | unreachable
+    for round_ in range(1, (rounds or ATTEMPTS) + 1):
+        report.rounds = round_
+        try:  # 1. traffic, before anything else
+            retried(traffic.set_split, champion_split(target.champion_version))
+        except Exception as exc:
+            report.problems.append(f"round {round_}: setting the champion split failed: {exc!r}")
+            log.error("rollback of %s: %s", target.promotion_id, report.problems[-1])
+        if ledger in ("unwritten", "unreachable"):  # 2. the ledger says a rollback is under way
+            try:
+                report.outcome, ledger = _ledger_pending(events, target, report.outcome, text, stage)
+            except IllegalTransition as exc:  # the rollback goes on; the ledger says why it stays open
+                ledger = "refused"
+                report.problems.append(f"round {round_}: the ledger refused the rollback: {exc}")
+            except Exception as exc:
+                ledger = "unreachable"
+                report.problems.append(f"round {round_}: the ledger cannot be written: {exc!r}")
+                log.error("rollback of %s: %s", target.promotion_id, report.problems[-1])
+        try:  # 2. the registry
+            _restore_registry(registry, target, stage, reason, report.outcome)
+        except Exception as exc:
+            report.problems.append(f"round {round_}: the registry could not be put back: {exc!r}")
+            log.error("rollback of %s: %s", target.promotion_id, report.problems[-1])
+        traffic_problem = verify_traffic(traffic, target)  # 3. read back
+        registry_problem = verify_registry(registry, target, report.outcome)
+        report.traffic_ok, report.registry_ok = traffic_problem is None, registry_problem is None
+        for problem in (traffic_problem, registry_problem):
+            if problem:
+                report.problems.append(f"round {round_}: verification: {problem}")
+                log.error("rollback of %s: %s", target.promotion_id, problem)
+        if report.verified:
+            break
+        time.sleep(RETRY_DELAY * round_)
+    if not report.verified:
+        raise RollbackIncomplete(
+            f"rollback of promotion {target.promotion_id} ({target.model} v{target.version}) not verified "
+            f"after {report.rounds} rounds: {'; '.join(report.problems[-3:])}",
+            report,
+        )
+    if ledger == "ended":
+        report.ledger_closed = True
+    elif ledger == "pending":
+        try:
+            retried(
+                events.transition,
+                target.promotion_id,
+                report.outcome,
+                text,
+                stage=stage,
+                give_up_on=(IllegalTransition,),
+            )
+            report.ledger_closed = True
+        except IllegalTransition:  # a retried write that had landed, or another closer was first
+            state = bounded(events.promotion, target.promotion_id)["state"]
+            report.ledger_closed = state in TERMINAL_STATES
+            report.outcome = state if report.ledger_closed else report.outcome
+        except Exception as exc:
+            report.problems.append(f"closing the ledger failed: {exc!r}")
+    return report

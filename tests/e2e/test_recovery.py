@@ -1,0 +1,254 @@
+"""Recovery end to end (the real flow, Prefect's temporary server, MLflow on SQLite): the events database
+cut mid-canary, `stagegate promote` killed mid-canary, a truncated split file under `stagegate status`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+from typer.testing import CliRunner
+
+from stagegate.setup import MODEL
+from tests.e2e.test_promotion import FAST_STAGES, _state, write_policy
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+class CutLedger:
+    """The real store until the canary serves its first window; from then on, the database is gone."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cut = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name == "append_batch" and kwargs.get("stage") == "canary":
+                self.cut = True
+            if self.cut:
+                raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_events_database_cut_mid_canary(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.context import runtime
+    from flows.promote import promote
+    from stagegate.cli import app
+
+    monkeypatch.setenv("STAGEGATE_LEASE_SECONDS", "4")
+    version = workspace["versions"]["clickbait"]
+    champion = workspace["info"]["champion_version"]
+    rt = runtime()
+    real = rt.events
+    ledger = CutLedger(real)
+    rt.__dict__["events"] = ledger  # what the flow, its tasks and its lease keeper use
+    result = promote(model=MODEL, version=version, policy=str(write_policy(tmp_path / "p.yaml")))
+    assert ledger.cut
+
+    # Traffic, aliases and tags are back although the ledger was unreachable; the flow says so.
+    assert result.outcome == "rolled_back" and not result.ledger_closed
+    assert "stagegate reconcile" in result.reason
+    state = _state(workspace["root"])
+    assert state["split"].champion == champion and state["split"].is_all_champion
+    assert state["aliases"] == {"champion": champion, "candidate": None, "previous": None}
+    assert state["rt"].registry.get_version(MODEL, version).tags["stagegate.status"] == "rolled_back"
+    assert real.promotion(result.promotion_id)["state"] == "canary"
+
+    # The database is back; once the lease has lapsed, reconcile closes the promotion from the ledger.
+    rt.__dict__["events"] = real
+    time.sleep(4.5)
+    out = CliRunner().invoke(app, ["reconcile"])
+    assert out.exit_code == 0, out.output
+    assert f"promotion {result.promotion_id}" in out.output and "closed" in out.output
+    row = real.promotion(result.promotion_id)
+    assert row["state"] == "rolled_back" and "reconciled: lease expired at" in row["reason"]
+    assert CliRunner().invoke(app, ["reconcile"]).output.startswith("nothing to reconcile")
+
+
+def test_promote_killed_mid_canary_is_recovered_by_reconcile(workspace: dict, tmp_path: Path) -> None:
+    from stagegate.cli import app
+    from stagegate.events.store import EventStore
+
+    version = workspace["versions"]["better"]
+    champion = workspace["info"]["champion_version"]
+    endless = {  # a canary step that keeps looking: the kill lands while the candidate has 20%
+        **FAST_STAGES["canary"],
+        "steps": [{"weight": 20, "min_users": 10**8}],
+        "batch_hours": 1,
+        "max_hours_per_step": 10_000,
+    }
+    policy = write_policy(tmp_path / "p.yaml", canary=endless)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["STAGEGATE_HOME"] = str(workspace["root"])
+    log = (tmp_path / "promote.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stagegate.cli",
+            "promote",
+            "--model",
+            MODEL,
+            "--version",
+            version,
+            "--policy",
+            str(policy),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the kill takes its Prefect server along
+    )
+    store = EventStore(f"sqlite:///{workspace['root'] / 'events.db'}")
+    traffic = workspace["root"] / "traffic.json"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            open_ones = store.promotions(MODEL, open_only=True)
+            in_canary = bool(open_ones) and open_ones[0]["state"] == "canary"
+            if in_canary and '"candidate_weight":0.2' in traffic.read_text():
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"never reached the canary: {(tmp_path / 'promote.log').read_text()[-3000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group of the process this test started
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    [victim] = store.promotions(MODEL, open_only=True)
+    assert _state(workspace["root"])["split"].candidate_weight == 0.2  # what SIGKILL left behind
+
+    out = CliRunner().invoke(app, ["reconcile"])
+    assert out.exit_code == 0, out.output
+    state = _state(workspace["root"])
+    assert state["split"].champion == champion and state["split"].is_all_champion
+    assert state["aliases"] == {"champion": champion, "candidate": None, "previous": None}
+    assert state["rt"].registry.get_version(MODEL, version).tags["stagegate.status"] == "rolled_back"
+    row = store.promotion(victim["id"])
+    assert row["state"] == "rolled_back" and "is gone" in row["reason"], row["reason"]
+    assert store.promotions(MODEL, open_only=True) == []  # the model is free for the next promotion
+
+
+def test_status_shows_a_truncated_split_file_and_the_ledger(workspace: dict) -> None:
+    from stagegate.cli import app
+
+    traffic = workspace["root"] / "traffic.json"
+    text = traffic.read_text()
+    traffic.write_text(text[: len(text) // 2])
+    out = CliRunner().invoke(app, ["status"])
+    assert out.exit_code == 0, out.output
+    assert "cannot read the split" in out.output and "promotions" in out.output
+
+
+def test_a_promotion_that_fails_while_opening_is_closed_at_once(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.context import runtime
+    from flows.promote import promote
+    from stagegate.tracking import PromotionTracker
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("MLflow is down")
+
+    monkeypatch.setattr(PromotionTracker, "start_promotion", broken)
+    version = workspace["versions"]["better"]
+    with pytest.raises(ConnectionError, match="MLflow is down"):
+        promote(model=MODEL, version=version, policy=str(write_policy(tmp_path / "p.yaml")))
+    [row] = runtime().events.promotions(MODEL)
+    assert row["state"] == "rejected" and "opening the promotion failed" in row["reason"]
+    assert runtime().events.promotions(MODEL, open_only=True) == []  # the next promotion may start
+    assert _state(workspace["root"])["aliases"]["candidate"] is None
+
+
+def test_promote_is_refused_while_another_promotion_of_the_model_holds_its_lease(
+    workspace: dict, tmp_path: Path
+) -> None:
+    from flows.context import runtime
+    from stagegate.cli import app
+
+    holder = runtime().events.open_promotion(
+        model=MODEL, version="9", policy_path="p", policy={}, champion_version="1"
+    )  # this process: alive, lease fresh
+    before = _state(workspace["root"])
+    policy = write_policy(tmp_path / "p.yaml")
+    version = workspace["versions"]["better"]
+    out = CliRunner().invoke(
+        app, ["promote", "--model", MODEL, "--version", version, "--policy", str(policy)]
+    )
+    assert out.exit_code == 2, out.output
+    assert f"promotion {holder} of {MODEL!r} (version 9) is still in progress" in out.output
+    after = _state(workspace["root"])
+    assert after["aliases"] == before["aliases"] and after["split"] == before["split"]
+
+
+def test_a_flow_that_lost_its_lease_cannot_leave_the_candidate_serving(
+    workspace: dict, tmp_path: Path
+) -> None:
+    """A reconciler took the promotion over mid-bake (this process looked dead: a stall longer than the
+    lease). The rollout still ends with its 100% split, but `promoted` is refused by the ledger, and then
+    the flow puts the champion back instead of leaving the new version serving unrecorded."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import update
+
+    from flows.context import runtime
+    from flows.promote import promote
+    from stagegate.events.store import EventStore, promotions
+    from stagegate.reconcile import reconcile
+
+    version = workspace["versions"]["better"]
+    champion = workspace["info"]["champion_version"]
+    rt = runtime()
+    real = rt.events
+    other = EventStore(real.url, owner="reconciler-elsewhere")
+
+    class Stall:
+        done = False
+
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if name == "append_batch" and kwargs.get("stage") == "rollout" and not Stall.done:
+                    Stall.done = True
+                    with real.engine.begin() as conn:  # the lease lapses while this process stalls
+                        conn.execute(
+                            update(promotions).values(lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+                        )
+                    services = SimpleNamespace(events=other, traffic=rt.traffic, registry=rt.registry)
+                    assert [r.outcome for r in reconcile(services, MODEL)] == ["rolled_back"]
+                return attr(*args, **kwargs)
+
+            return call if callable(attr) else attr
+
+    rt.__dict__["events"] = Stall()
+    try:
+        result = promote(model=MODEL, version=version, policy=str(write_policy(tmp_path / "p.yaml")))
+    finally:
+        rt.__dict__["events"] = real
+    assert Stall.done and result.outcome == "rolled_back", result.reason
+    state = _state(workspace["root"])
+    assert state["split"].champion == champion and state["split"].is_all_champion
+    assert state["aliases"]["champion"] == champion and state["aliases"]["candidate"] is None
+    row = real.promotion(result.promotion_id)
+    assert row["state"] == "rolled_back" and "reconciled: lease expired" in row["reason"]
