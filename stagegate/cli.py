@@ -31,6 +31,7 @@ app.add_typer(candidates_app, name="candidates")
 app.add_typer(world_app, name="world")
 
 BAD_INPUT = 2
+NOT_PROMOTED = 3  # `stagegate promote` ran to its end and the candidate was rejected or rolled back
 
 
 def _fail(message: str) -> typer.Exit:
@@ -156,7 +157,11 @@ def promote(
     version: str = typer.Option(..., help="model version to promote"),
     policy: Path = typer.Option(Path("policies/default.yaml"), help="promotion policy YAML"),
 ) -> None:
-    """Run the promotion flow for one candidate version."""
+    """Run the promotion flow for one candidate version.
+
+    Exit code: 0 promoted, 3 rejected or rolled back, 2 bad input refused before anything moved (policy,
+    model or version, connections file, another promotion of the model in progress).
+    """
     from stagegate.policy import PolicyError, load_policy
 
     try:  # validate before anything starts, so that a bad policy costs nothing and moves nothing
@@ -164,12 +169,13 @@ def promote(
     except PolicyError as exc:
         raise _fail(str(exc)) from None
     quiet_environment()
+    from stagegate.connections import ConnectionsError
     from stagegate.registry import RegistryError
     from stagegate.runtime import Runtime
 
-    try:
+    try:  # a bad connections file or a missing secret is bad input too: refused before Prefect starts
         Runtime.from_env().registry.get_version(model, version)
-    except RegistryError as exc:
+    except (RegistryError, ConnectionsError) as exc:
         raise _fail(str(exc)) from None
     from flows.promote import promote as promote_flow
     from stagegate.events.store import PromotionInProgress
@@ -180,6 +186,8 @@ def promote(
         raise _fail(str(exc)) from None
     typer.echo(f"{model} v{version}: {result.outcome} at {result.stage}: {result.reason}")
     typer.echo(f"MLflow run {result.mlflow_run_id}; promotion id {result.promotion_id}")
+    if result.outcome != "promoted":  # so that CI can gate on it: 0 only when promoted
+        raise typer.Exit(NOT_PROMOTED)
 
 
 @app.command()

@@ -245,3 +245,22 @@ def test_cli_validate_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = runner.invoke(app, ["connections", "validate", str(EXAMPLE)])
     assert result.exit_code == 2
     assert "metrics.password: environment variable STAGEGATE_EVENTS_PASSWORD is not set" in result.output
+
+
+def test_promote_refuses_a_bad_connections_file_as_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 2 with the file and field named, before Prefect starts and before any state is written."""
+    ws_root = tmp_path / "ws"
+    monkeypatch.setenv("STAGEGATE_HOME", str(ws_root))
+    monkeypatch.delenv("STAGEGATE_EVENTS_URL", raising=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("traffic: {type: nope}\n")
+    monkeypatch.setenv("STAGEGATE_CONNECTIONS", str(bad))
+    policy = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
+    result = CliRunner().invoke(
+        app, ["promote", "--model", "recsys-ranker", "--version", "2", "--policy", str(policy)]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{bad}: traffic.type" in result.output
+    assert not (ws_root / "events.db").exists() and not (ws_root / "traffic.json").exists()
