@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from stagegate.cli import NOT_PROMOTED
 from tests.ops.servers import (
     OUTPUT,
     Promo,
@@ -121,7 +122,7 @@ def test_reject_in_the_ui_rolls_back(stack: RunningStack, promos: dict[str, Prom
     promo = promos["reject"]
     run = paused_run(stack, promo)
     answer_in_ui(browser, stack, run, approve=False, reason="revenue dip in cold-start users", name="reject")
-    assert finish(promo) == 0, log_tail(promo)
+    assert finish(promo) == NOT_PROMOTED, log_tail(promo)
     rt = promo.runtime()
     row = rt.events.promotions(promo.model)[0]
     assert row["state"] == "rolled_back", log_tail(promo)

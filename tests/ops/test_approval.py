@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from stagegate.cli import NOT_PROMOTED
 from tests.ops.servers import (
     Promo,
     Receiver,
@@ -140,7 +141,7 @@ def test_rejection_from_the_shell_rolls_back(
     run = paused_run(stack, promo)
     done = cli(promo, "reject", run, "--approver", "alice", "--reason", "not this week")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert finish(promo) == 0, log_tail(promo)
+    assert finish(promo) == NOT_PROMOTED, log_tail(promo)
     row, transitions = _ledger(promo)
     assert row["state"] == "rolled_back"
     assert "approval before rollout refused: not this week" in row["reason"]
@@ -157,7 +158,7 @@ def test_rejection_from_the_shell_rolls_back(
 
 def test_no_answer_before_the_timeout_is_a_rejection(stack: RunningStack, promos: dict[str, Promo]) -> None:
     promo = promos["timeout"]
-    assert finish(promo) == 0, log_tail(promo)
+    assert finish(promo) == NOT_PROMOTED, log_tail(promo)
     row, transitions = _ledger(promo)
     states = [t["to_state"] for t in transitions]
     assert "approval_timed_out" in states and row["state"] == "rolled_back", states
