@@ -143,12 +143,19 @@ def test_sequential_fails_closed_on_bad_data(mutate, reason: str) -> None:
     assert v.outcome is Outcome.ERROR and reason in v.message, v.message
 
 
-def test_sequential_errors_on_empty_or_missing_arm() -> None:
+def test_sequential_waits_for_an_arm_with_no_user_yet_and_errors_on_an_unknown_one() -> None:
     empty = Evidence("canary", {CANDIDATE: arm({"revenue_per_user": np.array([])}),
                                 CHAMPION: arm({"revenue_per_user": np.arange(200.0)})})  # fmt: skip
-    assert build_gate(SEQUENTIAL).evaluate(empty).outcome is Outcome.ERROR
+    v = build_gate(SEQUENTIAL).evaluate(empty)
+    assert v.outcome is Outcome.INCONCLUSIVE and "no users yet" in v.message, v.message
+    # Absent from the evidence but configured to get traffic: no user yet, not a failure to measure.
+    waiting = Evidence("canary", {CHAMPION: arm({"revenue_per_user": np.arange(200.0)})}, allocation=FIVE)
+    v = build_gate(SEQUENTIAL).evaluate(waiting)
+    assert v.outcome is Outcome.INCONCLUSIVE and "no candidate users yet" in v.message, v.message
+    # Absent and not configured: the evidence is malformed.
     alone = Evidence("canary", {CANDIDATE: arm({"revenue_per_user": np.arange(200.0)})})
-    assert build_gate(SEQUENTIAL).evaluate(alone).outcome is Outcome.ERROR
+    v = build_gate(SEQUENTIAL).evaluate(alone)
+    assert v.outcome is Outcome.ERROR and "champion" in v.message
 
 
 def test_sequential_config_is_strict() -> None:
@@ -197,8 +204,17 @@ def test_srm_is_not_fooled_by_a_changed_split() -> None:
 def test_srm_fails_closed() -> None:
     no_alloc = Evidence("canary", {CANDIDATE: arm({"x": np.zeros(10)}), CHAMPION: arm({"x": np.zeros(10)})})
     assert build_gate(SRM).evaluate(no_alloc).outcome is Outcome.ERROR
+    # An arm with no user yet counts 0 users: inconclusive while few users came, a mismatch once many did.
     missing = Evidence("canary", {CANDIDATE: arm({"x": np.zeros(10)})}, allocation=FIVE)
-    assert build_gate(SRM).evaluate(missing).outcome is Outcome.ERROR
+    assert build_gate(SRM).evaluate(missing).outcome is Outcome.INCONCLUSIVE
+    lost = Evidence("canary", {CHAMPION: arm({"x": np.zeros(5_000)})}, allocation=FIVE)
+    v = build_gate(SRM).evaluate(lost)
+    assert v.outcome is Outcome.FAIL and "0.00%" in v.message, v.message
+    nobody = Evidence("canary", {}, allocation=FIVE)
+    assert build_gate(SRM).evaluate(nobody).outcome is Outcome.INCONCLUSIVE
+    stranger = Evidence("canary", {"other": arm({"x": np.zeros(10)}), CHAMPION: arm({"x": np.zeros(10)})},
+                        allocation=FIVE)  # fmt: skip
+    assert build_gate(SRM).evaluate(stranger).outcome is Outcome.ERROR
     few = build_gate(SRM).evaluate(split([3], [40], [FIVE]))
     assert few.outcome is Outcome.INCONCLUSIVE
     assert isinstance(build_gate(SRM), SrmGate)
