@@ -111,10 +111,14 @@ def mean_metric_rollbacks(
     *,
     effect: float = 0.0,
     winsorize: float | None = 0.999,
+    candidate_draw: Callable[[np.random.Generator, tuple[int, int]], np.ndarray] | None = None,
     **kwargs: object,
 ) -> dict[str, np.ndarray]:
-    """Rollbacks of a per-user mean metric; candidate values are ``(1 + effect)`` x the champion law's."""
-    y_c = draw(rng, (runs, int(looks.candidate[-1]))) * (1.0 + effect)
+    """Rollbacks of a per-user mean metric; candidate values are ``(1 + effect)`` x the champion law's.
+
+    ``candidate_draw`` gives the candidate its own law (e.g. fewer buyers rather than smaller baskets).
+    """
+    y_c = (candidate_draw or draw)(rng, (runs, int(looks.candidate[-1]))) * (1.0 + effect)
     y_0 = draw(rng, (runs, int(looks.champion[-1])))
     return rollbacks(
         lambda n_c, n_0: mean_effect(y_c[:, :n_c], y_0[:, :n_0], winsorize=winsorize),

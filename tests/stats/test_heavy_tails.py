@@ -152,20 +152,20 @@ DEMO = Looks(np.arange(1, 7) * 150, np.arange(1, 7) * 150)
 
 @pytest.mark.parametrize("drop", [0.0, -0.5])
 def test_purchases_at_the_demo_worlds_size(drop: float) -> None:
+    """Harmless: rolled back within alpha; halved: caught in at least 90% of canaries, by both rules."""
     rng = np.random.default_rng(15)
-    rolled = mean_metric_rollbacks(rng, 600, DEMO, lambda g, s: _purchases(g, s, 0.32), effect=0.0)
+    rolled = mean_metric_rollbacks(
+        rng,
+        600,
+        DEMO,
+        lambda g, s: _purchases(g, s, 0.32),
+        candidate_draw=lambda g, s: _purchases(g, s, 0.32 * (1 + drop)),  # fewer buyers, not smaller baskets
+    )
+    rates = {k: float(v.mean()) for k, v in rolled.items()}
     if drop == 0.0:
-        for method, flags in rolled.items():
-            assert _within_alpha(flags), f"{method}: {flags.mean():.1%} false rollbacks on purchases"
-        return
-    y_c = _purchases(rng, (600, 900), 0.32 * (1 + drop))
-    y_0 = _purchases(rng, (600, 900), 0.32)
-    from gates.stats.two_sample import mean_effect
-
-    caught = rollbacks(lambda n_c, n_0: mean_effect(y_c[:, :n_c], y_0[:, :n_0], winsorize=0.999), DEMO)
-    assert caught["always_valid"].mean() >= 0.9 and caught["group_sequential"].mean() >= 0.9, {
-        k: v.mean() for k, v in caught.items()
-    }
+        assert all(_within_alpha(flags) for flags in rolled.values()), rates
+    else:
+        assert min(rates.values()) >= 0.9, rates
 
 
 def _look_evidence(y_c: np.ndarray, y_0: np.ndarray, sizes: np.ndarray) -> list[Evidence]:
