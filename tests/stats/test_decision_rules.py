@@ -169,3 +169,32 @@ def test_log_scale_keeps_small_heavy_tailed_canaries_valid() -> None:
     assert binomtest(gst, runs, 0.05, alternative="greater").pvalue > 0.001, gst / runs
     cs = int((log_mixture_lr(est, var, 0.05**2, alternative="less") >= np.log(20)).any(axis=1).sum())
     assert binomtest(cs, runs, 0.05, alternative="greater").pvalue > 0.001, cs / runs
+
+
+def test_group_sequential_decides_at_its_maximum_and_is_not_re_tested() -> None:
+    """A/A canaries that keep running 10 looks past the planned maximum (5 looks): false rollbacks stay at
+    alpha. Re-testing every extra look at the final bound (the rule before issue 12) rolled back 8.2% of
+    the same 1,000 canaries (measured with the previous gates/stats/decision.py)."""
+    rng = np.random.default_rng(5)
+    runs, planned, extra, step = 1_000, 5, 10, 200
+    n = np.arange(1, planned + extra + 1) * step
+    rolled = 0
+    for _ in range(runs):
+        est = np.cumsum(rng.standard_normal(planned + extra) * np.sqrt(step)) / n  # per-user sd 1
+        r = group_sequential_decision(est, 1.0 / n, n, max_sample_size=planned * step, mde=0.15)
+        assert r.final and r.looks == planned and r.decision is not Decision.CONTINUE
+        rolled += r.decision is Decision.ROLLBACK  # harm proven at any look up to the final analysis
+    assert binomtest(rolled, runs, 0.05, alternative="greater").pvalue > 0.001, rolled / runs
+
+
+def test_the_final_decision_is_kept_after_the_maximum_and_harm_stays_proven() -> None:
+    n = np.array([500, 1_000, 1_500, 2_000])
+    var = 1.0 / n
+    # Non-inferior at the maximum (look 3), then a look past it that would show harm: still PROMOTE.
+    est = np.array([0.0, 0.01, 0.02, -0.5])
+    r = group_sequential_decision(est, var, n, max_sample_size=1_500, mde=0.15)
+    assert r.final and r.looks == 3 and r.decision is Decision.PROMOTE and r.estimate == 0.02
+    # Harm proven at look 1 stays proven although the estimate recovers later.
+    est = np.array([-0.2, -0.02, 0.0])
+    r = group_sequential_decision(est, var[:3], n[:3], max_sample_size=3_000, mde=0.15)
+    assert r.decision is Decision.ROLLBACK and not r.final and r.ci_high < 0 <= r.estimate
