@@ -190,6 +190,44 @@ def ratio_effect(
     )
 
 
+def from_moments(
+    candidate_mean: np.ndarray,
+    candidate_var: np.ndarray,
+    n_candidate: int,
+    champion_mean: np.ndarray,
+    champion_var: np.ndarray,
+    n_champion: int,
+    *,
+    scale: Scale = "relative",
+    null_ratio: float = 1.0,
+    events: np.ndarray | float = np.inf,
+    min_events: float = 10.0,
+) -> TwoSampleEffect:
+    """The same effect from per-arm means and per-user variances (``ddof=1``), e.g. Bernoulli click counts.
+
+    Used where per-user arrays are too big to hold (benchmarks/sequential.py: 100,000 canaries of 80,000
+    users a batch); ``events`` is the expected-events count of :func:`expected_events`.
+    """
+    m_c, m_0 = np.asarray(candidate_mean, dtype=float), np.asarray(champion_mean, dtype=float)
+    all_zero = (m_c == 0) & (m_0 == 0) & (np.asarray(candidate_var) == 0) & (np.asarray(champion_var) == 0)
+    events = np.broadcast_to(np.asarray(events, dtype=float), np.shape(m_c))
+    return _combine(
+        m_c,
+        np.asarray(candidate_var, dtype=float),
+        n_candidate,
+        m_0,
+        np.asarray(champion_var, dtype=float),
+        n_champion,
+        1.0,
+        1.0,
+        events,
+        all_zero,
+        scale,
+        null_ratio,
+        min_events,
+    )
+
+
 def _combine(
     m_c: np.ndarray,
     s_c: np.ndarray,
