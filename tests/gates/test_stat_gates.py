@@ -158,6 +158,32 @@ def test_sequential_waits_for_an_arm_with_no_user_yet_and_errors_on_an_unknown_o
     assert v.outcome is Outcome.ERROR and "champion" in v.message
 
 
+def test_sequential_waits_while_a_sparse_metric_has_no_events() -> None:
+    """A 1% canary at a 1% click rate: no click yet in an arm is 'not enough data yet', never ERROR."""
+    rng = np.random.default_rng(9)
+    imps_c, imps_0 = np.full(150, 10.0), np.full(15_000, 10.0)
+    clicks_0 = rng.binomial(10, 0.01, 15_000).astype(float)
+    cases = {
+        "candidate has no click": (np.zeros(150), clicks_0),
+        "champion has no click": (
+            rng.binomial(10, 0.01, 150).astype(float) + np.eye(1, 150)[0],
+            np.zeros(15_000),
+        ),
+        "nobody clicked": (np.zeros(150), np.zeros(15_000)),
+    }
+    for label, (c, z) in cases.items():
+        ev = Evidence("canary", {CANDIDATE: arm({"clicks": c, "impressions": imps_c}),
+                                 CHAMPION: arm({"clicks": z, "impressions": imps_0})})  # fmt: skip
+        v = build_gate({**SEQUENTIAL, "metric": "ctr"}).evaluate(ev)
+        assert v.outcome is Outcome.INCONCLUSIVE, (label, v.message)
+        # 14 clicking users expected in the candidate: testable, and 0 of them is not yet proof of harm.
+        assert ("not enough data yet" in v.message) == (label != "candidate has no click"), (label, v.message)
+    revenue = Evidence("canary", {CANDIDATE: arm({"revenue_per_user": np.zeros(500)}),
+                                  CHAMPION: arm({"revenue_per_user": np.zeros(500)})})  # fmt: skip
+    v = build_gate(SEQUENTIAL).evaluate(revenue)
+    assert v.outcome is Outcome.INCONCLUSIVE and "no events yet" in v.message, v.message
+
+
 def test_sequential_config_is_strict() -> None:
     with pytest.raises(ValidationError, match="max_users"):
         build_gate({**SEQUENTIAL, "method": "group_sequential"})
