@@ -31,12 +31,14 @@ docs/benchmarks.md has both measured.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from gates.base import EvidenceError, Gate, GateConfig, NotEnoughData, arm_of, clean
+from gates.stats.budget import canary_harm_test
 from gates.stats.cuped import cuped
 from gates.stats.decision import (
     Decision,
@@ -76,6 +78,14 @@ class SequentialConfig(GateConfig):
         ge=0,
         description="users with a non-zero value each arm must expect before a look counts",
     )
+    budget: Literal["step", "canary"] = Field(
+        default="step",
+        description=(
+            "always_valid: 'canary' carries harm evidence across ramp steps (looks of earlier steps in "
+            "evidence.history, grouped by their allocation) and shares alpha with budget_gates gates"
+        ),
+    )
+    budget_gates: int = Field(default=1, ge=1, description="budget canary: sequential gates sharing alpha")
 
     @model_validator(mode="after")
     def _consistent(self) -> SequentialConfig:
@@ -85,6 +95,10 @@ class SequentialConfig(GateConfig):
             raise ValueError(f"harm_margin ({self.harm_margin}) must be smaller than mde ({self.mde})")
         if self.relative and self.mde >= 1.0:
             raise ValueError(f"a relative mde must be below 1 (a 100% loss), got {self.mde}")
+        if self.budget == "canary" and self.method != "always_valid":
+            raise ValueError(
+                "budget: canary needs method: always_valid (its evidence is carried as e-values)"
+            )
         if self.method == "group_sequential" and self.max_users is None:
             raise ValueError(
                 "method group_sequential needs max_users (planned candidate users; see "
@@ -102,21 +116,32 @@ class SequentialGate(Gate):
     def _evaluate(self, evidence: Evidence) -> Verdict:
         cfg = self.config
         current, adjustments = self._effect(evidence)  # NotEnoughData: INCONCLUSIVE; bad data: ERROR
-        looks, skipped = [], 0
-        for past in evidence.history:
+        # Looks grouped into ramp steps (a step = consecutive looks under the same split); each step's
+        # evidence is cumulative within the step.
+        steps: list[list[EffectEstimate]] = []
+        previous_split: object = _NO_SPLIT
+        skipped = 0
+        for look in (*evidence.history, evidence):
+            split = _split_key(look)
+            if split != previous_split:
+                steps.append([])
+                previous_split = split
+            if look is evidence:
+                steps[-1].append(current)
+                continue
             try:
-                earlier = self._effect(past)
+                steps[-1].append(self._effect(look)[0])
             except NotEnoughData:
                 continue  # a look before the data could be trusted adds nothing; it is not an error
             except (EvidenceError, KeyError, ValueError):
                 skipped += 1  # a look that could not be measured adds no information; it is not trusted
-                continue
-            looks.append(earlier[0])
-        looks.append(current)
+        steps = [step for step in steps if step]
+        looks = steps[-1]  # the current step: the per-step tests see only its looks
         sign = 1.0 if cfg.direction == "increase" else -1.0
         estimates = sign * np.array([e.estimate for e in looks])
         variances = np.array([e.variance for e in looks])
         mde, harm_margin = self._test_scale(cfg.mde), self._test_scale(cfg.harm_margin)
+        extra: dict[str, float | str] = {"skipped_looks": skipped, "steps": len(steps), **adjustments}
         if cfg.method == "group_sequential":
             assert cfg.max_users is not None
             result = group_sequential_decision(
@@ -131,11 +156,46 @@ class SequentialGate(Gate):
                 spending=cfg.spending,
                 futility_spending=cfg.futility_spending,
             )
-        else:
+        elif cfg.budget == "step":
             result = always_valid_decision(
                 estimates, variances, mde=mde, alpha=cfg.alpha, beta=cfg.beta, harm_margin=harm_margin
             )
-        return self._verdict(result, current, {"skipped_looks": skipped, **adjustments})
+        else:
+            # One budget for the whole canary (gates.stats.budget): harm evidence carried across the steps,
+            # alpha shared by the canary's budget_gates sequential gates; promotion stays per step.
+            result = always_valid_decision(
+                estimates,
+                variances,
+                mde=mde,
+                alpha=cfg.alpha / cfg.budget_gates,
+                beta=cfg.beta,
+                harm_margin=harm_margin,
+            )
+            carried = canary_harm_test(
+                [
+                    (sign * np.array([e.estimate for e in step]), np.array([e.variance for e in step]))
+                    for step in steps
+                ],
+                mde=mde,
+                alpha=cfg.alpha,
+                n_metrics=cfg.budget_gates,
+                harm_margin=harm_margin,
+            )
+            if carried.reject:
+                decision = Decision.ROLLBACK
+            elif result.decision is Decision.ROLLBACK:  # this step alone, not the canary's product: wait
+                decision = Decision.CONTINUE
+            else:
+                decision = result.decision
+            result = dataclasses.replace(
+                result,
+                decision=decision,
+                harm_statistic=float(carried.log_e_value),
+                harm_boundary=carried.threshold,
+                p_value=float(min(1.0, np.exp(-float(carried.max_log_e_value)))),
+            )
+            extra |= {"budget": "canary", "carried_log_e_value": float(carried.carried)}
+        return self._verdict(result, current, extra)
 
     def _test_scale(self, margin: float) -> float:
         """A margin (a loss, as a positive number) on the scale of the test (relative or absolute)."""
@@ -226,7 +286,9 @@ class SequentialGate(Gate):
             effect.scale,  # type: ignore[arg-type]
         )
 
-    def _verdict(self, r: SequentialDecision, current: EffectEstimate, extra: dict[str, float]) -> Verdict:
+    def _verdict(
+        self, r: SequentialDecision, current: EffectEstimate, extra: dict[str, float | str]
+    ) -> Verdict:
         cfg = self.config
         fmt = (lambda x: f"{x:+.2%}") if cfg.relative else (lambda x: f"{x:+.4g}")
         estimate, ci_low, ci_high = self._report(r.estimate), self._report(r.ci_low), self._report(r.ci_high)
@@ -239,7 +301,13 @@ class SequentialGate(Gate):
         )
         if r.final:
             where = f"final analysis at look {r.looks}, the planned maximum; later looks are not re-tested"
-        if r.decision is Decision.ROLLBACK:
+        if r.decision is Decision.ROLLBACK and extra.get("budget") == "canary":
+            outcome = Outcome.FAIL
+            message = (
+                f"{change}: harm proven over the canary's {extra['steps']} steps (log e-value "
+                f"{r.harm_statistic:.2f} reached {r.harm_boundary:.2f}; {where})"
+            )
+        elif r.decision is Decision.ROLLBACK:
             outcome = Outcome.FAIL
             bound = fmt(ci_high)
             message = f"{change}: harm proven, upper bound {bound} is below {fmt(-cfg.harm_margin)} ({where})"
@@ -286,3 +354,14 @@ class SequentialGate(Gate):
             ci_high=ci_high,
             details=details,
         )
+
+
+_NO_SPLIT = object()
+
+
+def _split_key(look: Evidence) -> tuple[tuple[str, float], ...]:
+    """The look's traffic split, normalised: looks under the same split belong to the same ramp step."""
+    total = sum(look.allocation.values()) if look.allocation else 0.0
+    if not total:
+        return ()
+    return tuple(sorted((arm, round(share / total, 9)) for arm, share in look.allocation.items()))

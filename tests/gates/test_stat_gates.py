@@ -184,6 +184,28 @@ def test_sequential_waits_while_a_sparse_metric_has_no_events() -> None:
     assert v.outcome is Outcome.INCONCLUSIVE and "no events yet" in v.message, v.message
 
 
+def test_sequential_budget_canary_carries_harm_evidence_across_ramp_steps() -> None:
+    """Four steps (new splits), each showing -6% at z ~ 2: no step proves harm alone, the canary does."""
+    base = np.random.default_rng(0).normal(10.0, 9.0, 2_000)
+    looks: list[Evidence] = []
+    for share in (0.10, 0.25, 0.50, 0.75):
+        arms = {CANDIDATE: arm({"m": base * 0.94}), CHAMPION: arm({"m": base.copy()})}
+        alloc = {CANDIDATE: share, CHAMPION: 1 - share}
+        looks.append(Evidence("canary", arms, allocation=alloc, history=tuple(looks)))
+    spec = {"type": "sequential", "metric": "m", "method": "always_valid", "mde": 0.10, "winsorize": None}
+    per_step = build_gate(spec).evaluate(looks[-1])
+    assert per_step.outcome is Outcome.INCONCLUSIVE and per_step.details["steps"] == 4, per_step.message
+    assert per_step.details["looks"] == 1  # the per-step test sees only the current step's looks
+    canary_wide = build_gate({**spec, "budget": "canary"}).evaluate(looks[-1])
+    assert canary_wide.outcome is Outcome.FAIL and "over the canary's 4 steps" in canary_wide.message
+    assert canary_wide.details["carried_log_e_value"] > 0
+    # Sharing alpha with two more gates raises the bar: the same evidence no longer suffices.
+    shared = build_gate({**spec, "budget": "canary", "budget_gates": 3}).evaluate(looks[-1])
+    assert shared.outcome is Outcome.INCONCLUSIVE, shared.message
+    with pytest.raises(ValidationError, match="always_valid"):
+        build_gate({**spec, "method": "group_sequential", "max_users": 100, "budget": "canary"})
+
+
 def test_sequential_config_is_strict() -> None:
     with pytest.raises(ValidationError, match="max_users"):
         build_gate({**SEQUENTIAL, "method": "group_sequential"})
