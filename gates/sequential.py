@@ -327,7 +327,7 @@ class SequentialGate(Gate):
             "method": r.method,
             "looks": r.looks,
             "scale": current.scale,
-            "se": r.se,  # on the test scale (log ratio when relative)
+            "se": r.se,  # on the test scale (the relative change when relative)
             "harm_statistic": r.harm_statistic,
             "harm_boundary": r.harm_boundary,
             "promote_statistic": r.promote_statistic,
