@@ -3,8 +3,9 @@
 Scenarios: a 5% click-through rate, a 5% canary, the candidate's true relative effect A/A (0), -2% (the MDE),
 -10% and +2%. Users arrive in hourly batches (2 M users/day: 83,333 users per batch, 4,167 of them on the
 canary); every user is one Bernoulli click. After every batch each method looks at the cumulative data with
-plug-in variances (the log ratio of the click rates and its delta-method variance, exactly what the
-`sequential` gate computes for a relative MDE) and decides: roll back, promote, or continue.
+plug-in variances (the relative change of the click rates with the variance of
+``gates.stats.two_sample``: each arm's variance ``max(own, pooled)``, the Fieller-linear relative test,
+exactly what the `sequential` gate computes for a relative MDE) and decides: roll back, promote, or continue.
 
 The decision rules are the library's (``gates.stats``): the same boundaries, mixture likelihood ratios and
 first-decision logic the gates use, applied to all runs at once. Common random numbers: every method sees
@@ -30,17 +31,17 @@ from scipy.special import ndtri
 from scipy.stats import beta as beta_dist
 
 from gates.sequential import SequentialConfig
-from gates.stats.decision import first_decision
-from gates.stats.effects import combine_arms
+from gates.stats.decision import default_mixture, first_decision
 from gates.stats.group_sequential import GroupSequentialDesign, Spending
 from gates.stats.msprt import log_mixture_lr
 from gates.stats.planning import fixed_sample_size, plan_group_sequential
 from gates.stats.sprt import expected_sample_size, log_likelihood_ratio, wald_thresholds
 from gates.stats.srm import log_bayes_factor
+from gates.stats.two_sample import from_moments
 
 P0 = 0.05  # champion click-through rate
 MDE = 0.02  # relative minimum detectable effect (harm)
-MDE_LOG = float(-np.log1p(-MDE))  # the same margin on the log-ratio scale the tests run on
+MDE_TEST = MDE  # the margin on the scale the tests run on (the relative change, as the gate)
 ALPHA = 0.05  # one-sided false-rollback budget
 BETA = 0.20  # missed-regression budget at the MDE
 SHARE = 0.05  # canary share of users
@@ -79,14 +80,18 @@ def setup() -> Setup:
 
 
 def simulate(s: Setup, effect: float, runs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative log-ratio estimates and their plug-in variances, shape (runs, looks)."""
+    """Cumulative relative-change estimates and the gate's variances, shape (runs, looks)."""
     clicks_c = rng.binomial(s.batch_canary, P0 * (1 + effect), size=(runs, s.looks)).cumsum(axis=1)
     clicks_0 = rng.binomial(s.batch_control, P0, size=(runs, s.looks)).cumsum(axis=1)
-    n_c = s.batch_canary * np.arange(1, s.looks + 1)
-    n_0 = s.batch_control * np.arange(1, s.looks + 1)
-    rate_c, rate_0 = clicks_c / n_c, clicks_0 / n_0
-    var_c, var_0 = rate_c * (1 - rate_c) / n_c, rate_0 * (1 - rate_0) / n_0
-    return combine_arms(rate_c, var_c, rate_0, var_0, scale="log")
+    est, var = np.empty((runs, s.looks)), np.empty((runs, s.looks))
+    for k in range(s.looks):
+        n_c, n_0 = s.batch_canary * (k + 1), s.batch_control * (k + 1)
+        rate_c, rate_0 = clicks_c[:, k] / n_c, clicks_0[:, k] / n_0
+        # Per-user variance of a Bernoulli click with ddof=1, as the gate computes from per-user values.
+        var_c, var_0 = rate_c * (1 - rate_c) * n_c / (n_c - 1), rate_0 * (1 - rate_0) * n_0 / (n_0 - 1)
+        e = from_moments(rate_c, var_c, n_c, rate_0, var_0, n_0, scale="relative")
+        est[:, k], var[:, k] = e.estimate, e.variance
+    return est, var
 
 
 # --- methods: each maps (estimates, variances) to (decision +1/-1/0, look index) -------------------------
@@ -120,7 +125,7 @@ def msprt_harm(s: Setup) -> Method:
     k = s.look_at(MSPRT_HORIZON)
 
     def run(est: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        log_lr = log_mixture_lr(est[:, : k + 1], var[:, : k + 1], MDE_LOG**2, alternative="less")
+        log_lr = log_mixture_lr(est[:, : k + 1], var[:, : k + 1], MDE_TEST**2, alternative="less")
         promote = np.zeros_like(log_lr, dtype=bool)
         promote[:, k] = True
         return first_decision(log_lr >= np.log(1 / ALPHA), promote)
@@ -129,9 +134,13 @@ def msprt_harm(s: Setup) -> Method:
 
 
 def cs_pair(s: Setup) -> Method:
+    tau2, w = default_mixture(MDE_TEST)  # the gate's scale mixture
+
     def run(est: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        harm = log_mixture_lr(est, var, MDE_LOG**2, null=0.0, alternative="less") >= np.log(1 / ALPHA)
-        ni = log_mixture_lr(est, var, MDE_LOG**2, null=-MDE_LOG, alternative="greater") >= np.log(1 / BETA)
+        harm = log_mixture_lr(est, var, tau2, weights=w, alternative="less") >= np.log(1 / ALPHA)
+        ni = log_mixture_lr(est, var, tau2, weights=w, null=-MDE_TEST, alternative="greater") >= np.log(
+            1 / BETA
+        )
         return first_decision(harm, ni)
 
     return run
@@ -141,7 +150,7 @@ def wald_sprt(s: Setup) -> Method:
     w = wald_thresholds(ALPHA, BETA)
 
     def run(est: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        llr = log_likelihood_ratio(est, var, theta1=-MDE_LOG)
+        llr = log_likelihood_ratio(est, var, theta1=-MDE_TEST)
         return first_decision(llr >= w.upper, llr <= w.lower)
 
     return run

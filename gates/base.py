@@ -5,7 +5,9 @@ names the type; :mod:`stagegate.plugins` finds the class through the ``stagegate
 group, where the built-ins are registered exactly as a third party's gates would be.
 
 Failing closed is built in: :meth:`Gate.evaluate` turns any data problem (a missing metric or arm, NaN,
-empty input) into an ERROR verdict that names it, so a broken metric can never read as a PASS.
+malformed input) into an ERROR verdict that names it, so a broken metric can never read as a PASS; "not
+enough data yet" (:class:`NotEnoughData`: no users or events so far, a zero mean, too few users) is
+INCONCLUSIVE, never PASS and never ERROR.
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from stagegate.evidence import Evidence
+from stagegate.evidence import ArmSample, Evidence
 from stagegate.verdict import Action, Outcome, Verdict
 
 
 class EvidenceError(ValueError):
-    """The evidence cannot support a verdict (missing, NaN, empty, degenerate): the gate says ERROR."""
+    """The evidence cannot support a verdict (missing, NaN, malformed, degenerate): the gate says ERROR."""
+
+
+class NotEnoughData(EvidenceError):
+    """Not enough data *yet* (no users or events so far, a zero mean, too few users): INCONCLUSIVE.
+
+    A canary that has just started, a 1% step whose candidate has not clicked yet, an arm with no user
+    yet: none of these is a measurement failure, and rolling back on them would punish harmless
+    candidates for the traffic they were given. NaN, missing metrics and malformed data stay ERROR.
+    """
 
 
 class GateConfig(BaseModel):
@@ -75,6 +86,14 @@ class Gate(ABC):
         """Judge the evidence. Never raises on bad data: that is an ERROR verdict naming the problem."""
         try:
             return self._evaluate(evidence)
+        except NotEnoughData as exc:
+            return Verdict(
+                self.name,
+                Outcome.INCONCLUSIVE,
+                f"not enough data yet: {exc.args[0] if exc.args else 'no data'}",
+                metric=self.config.metric,
+                n=_users(evidence),
+            )
         except (EvidenceError, KeyError, ValueError, FloatingPointError, ZeroDivisionError) as exc:
             reason = exc.args[0] if exc.args else type(exc).__name__
             return Verdict.error(self.name, f"could not measure: {reason}", metric=self.config.metric)
@@ -84,13 +103,35 @@ class Gate(ABC):
 
 
 def clean(values: np.ndarray, what: str, min_n: int = 1) -> np.ndarray:
-    """Return ``values`` as floats, or raise EvidenceError if they are empty, too few or not all finite."""
+    """Return ``values`` as finite floats.
+
+    Raises EvidenceError (ERROR) if any value is NaN or infinite, and NotEnoughData (INCONCLUSIVE) if there
+    are none yet or fewer than ``min_n``.
+    """
     arr = np.asarray(values, dtype=float).ravel()
-    if arr.size == 0:
-        raise EvidenceError(f"{what}: no data")
     bad = int(np.count_nonzero(~np.isfinite(arr)))
     if bad:
         raise EvidenceError(f"{what}: {bad} of {arr.size} values are NaN or infinite")
+    if arr.size == 0:
+        raise NotEnoughData(f"{what}: no users yet")
     if arr.size < min_n:
-        raise EvidenceError(f"{what}: {arr.size} values, need at least {min_n}")
+        raise NotEnoughData(f"{what}: {arr.size} users so far, need at least {min_n}")
     return arr
+
+
+def arm_of(evidence: Evidence, name: str) -> ArmSample:
+    """The arm ``name``; NotEnoughData if it is absent but configured to receive traffic (no user yet).
+
+    A metric source builds arms from the users it has seen, so an arm the split sends traffic to can be
+    absent early on. An arm that is neither present nor configured is a KeyError (ERROR) naming it.
+    """
+    if name in evidence.arms:
+        return evidence.arms[name]
+    share = evidence.allocation.get(name, 0.0) if evidence.allocation else 0.0
+    if share > 0:
+        raise NotEnoughData(f"no {name} users yet ({share:g} of the traffic is configured for it)")
+    return evidence.arm(name)  # raises the KeyError that names the arm
+
+
+def _users(evidence: Evidence) -> int:
+    return int(sum(a.n_users for a in evidence.arms.values()))

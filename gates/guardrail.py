@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import stats
 
-from gates.base import EvidenceError, Gate, GateConfig, clean
+from gates.base import EvidenceError, Gate, GateConfig, arm_of, clean
 from stagegate.evidence import CANDIDATE, RATIO_METRICS, ArmSample, Evidence
 from stagegate.verdict import Outcome, Verdict
 
@@ -93,7 +93,7 @@ class GuardrailGate(Gate):
 
     def _evaluate(self, evidence: Evidence) -> Verdict:
         cfg = self.config
-        value, low, high, n = self._estimate(evidence.arm(cfg.arm))
+        value, low, high, n = self._estimate(arm_of(evidence, cfg.arm))
         if cfg.max is not None:
             limit, breached, safe, side = cfg.max, low > cfg.max, high <= cfg.max, "maximum"
         else:

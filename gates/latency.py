@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field, model_validator
 
-from gates.base import EvidenceError, Gate, GateConfig, clean
+from gates.base import EvidenceError, Gate, GateConfig, arm_of, clean
 from gates.stats.quantiles import min_sample_size, quantile_change
 from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
 from stagegate.verdict import Outcome, Verdict
@@ -50,7 +50,7 @@ class LatencyGate(Gate):
         metric = str(cfg.metric)
         samples = []
         for arm in (CANDIDATE, CHAMPION):
-            requests = evidence.arm(arm).requests
+            requests = arm_of(evidence, arm).requests
             if metric not in requests:
                 raise EvidenceError(f"no request-level {metric!r} for the {arm} (have: {sorted(requests)})")
             samples.append(clean(requests[metric], f"{metric} ({arm})"))  # empty or NaN: ERROR

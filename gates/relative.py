@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from gates.base import Gate, GateConfig, clean
+from gates.base import Gate, GateConfig, arm_of, clean
 from gates.stats.bootstrap import paired_bootstrap, unpaired_bootstrap
 from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
 from stagegate.verdict import Outcome, Verdict
@@ -47,12 +47,12 @@ class RelativeGate(Gate):
         cfg = self.config
         seg = f" on {cfg.segment} users" if cfg.segment else ""
         cand = clean(
-            evidence.arm(CANDIDATE).metric(cfg.metric, cfg.segment),
+            arm_of(evidence, CANDIDATE).metric(cfg.metric, cfg.segment),
             f"{cfg.metric}{seg} (candidate)",
             cfg.min_users,
         )
         champ = clean(
-            evidence.arm(CHAMPION).metric(cfg.metric, cfg.segment),
+            arm_of(evidence, CHAMPION).metric(cfg.metric, cfg.segment),
             f"{cfg.metric}{seg} (champion)",
             cfg.min_users,
         )

@@ -2,11 +2,18 @@
 
 The effect is the candidate's change against the champion (relative by default), per user: a mean of
 per-user values, or for ratio metrics (``stagegate.evidence.RATIO_METRICS``, e.g. ctr = clicks /
-impressions) the pooled ratio with a delta-method variance. Heavy tails can be winsorised (pooled cap) and,
-when both arms carry ``pre_period[metric]``, CUPED removes the variance the pre-period explains. Relative
-changes are tested on the log scale, ``log(m_c / m_0)``, whose z-statistic stays symmetric for skewed
-metrics at small samples (see :mod:`gates.stats.effects`); margins are moved to that scale
-(``log(1 - mde)``) and estimates and bounds are reported back as relative changes.
+impressions) the pooled ratio with a delta-method variance. The estimate and its variance come from
+:mod:`gates.stats.two_sample`, built to stay valid on zero-inflated heavy-tailed revenue, sparse counts
+and small canaries: each arm's variance is ``max(own, pooled under H0)``, the relative change is tested
+through the linear (Fieller) statistic ``(rho m_0 - m_c) / sqrt(V_c + rho^2 V_0)`` rather than a log ratio,
+per-user values are winsorised at the pooled ``winsorize`` quantile (0.999 by default), and a look is
+trusted only once each arm expects ``min_events`` users with a non-zero value. When both arms carry
+``pre_period[metric]``, CUPED removes the variance the pre-period explains. docs/statistics.md has the
+simulations that check it.
+
+"Not enough data yet" (an arm with no user yet, no events, a zero champion mean, fewer than ``min_users``
+users or ``min_events`` expected events) is INCONCLUSIVE, never ERROR; such looks add nothing to the
+sequential statistics. NaN, missing metrics and degenerate data stay ERROR.
 
 Every look is recomputed from ``evidence.history`` (cumulative, oldest first) plus the current evidence, and
 the decision rule of :mod:`gates.stats.decision` is applied:
@@ -16,18 +23,22 @@ the decision rule of :mod:`gates.stats.decision` is applied:
 - INCONCLUSIVE: keep going.
 
 ``method: group_sequential`` (default) uses Lan-DeMets spending (Pocock-type by default) with non-binding
-beta-spending futility up to ``max_users`` candidate users; ``method: always_valid`` uses a pair of mixture
-SPRTs / confidence sequences and needs no planned maximum. docs/benchmarks.md has both measured.
+beta-spending futility up to ``max_users`` candidate users; the first look at or past ``max_users`` is the
+final analysis and later looks repeat its decision (never re-tested). ``method: always_valid`` uses a pair
+of mixture SPRTs / confidence sequences (a scale mixture around ``tau = mde``) and needs no planned maximum.
+docs/benchmarks.md has both measured.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from gates.base import EvidenceError, Gate, GateConfig, clean
+from gates.base import EvidenceError, Gate, GateConfig, NotEnoughData, arm_of, clean
+from gates.stats.budget import canary_harm_test
 from gates.stats.cuped import cuped
 from gates.stats.decision import (
     Decision,
@@ -35,9 +46,11 @@ from gates.stats.decision import (
     always_valid_decision,
     group_sequential_decision,
 )
-from gates.stats.effects import EffectEstimate, mean_effect, ratio_effect
+from gates.stats.effects import EffectEstimate
 from gates.stats.group_sequential import Spending
-from gates.stats.robust import winsorize
+from gates.stats.two_sample import Status, TwoSampleEffect, expected_events, winsorize_pooled
+from gates.stats.two_sample import mean_effect as two_sample_mean
+from gates.stats.two_sample import ratio_effect as two_sample_ratio
 from stagegate.evidence import CANDIDATE, CHAMPION, RATIO_METRICS, Evidence
 from stagegate.verdict import Outcome, Verdict
 
@@ -56,8 +69,23 @@ class SequentialConfig(GateConfig):
     direction: Literal["increase", "decrease"] = "increase"
     relative: bool = True
     cuped: bool = True
-    winsorize: float | None = Field(default=None, gt=0.5, lt=1.0, description="cap users at this quantile")
+    winsorize: float | None = Field(
+        default=0.999, gt=0.5, lt=1.0, description="cap users at this pooled quantile (null: no cap)"
+    )
     min_users: int = Field(default=100, ge=2, description="users per arm before a look counts")
+    min_events: float = Field(
+        default=10.0,
+        ge=0,
+        description="users with a non-zero value each arm must expect before a look counts",
+    )
+    budget: Literal["step", "canary"] = Field(
+        default="step",
+        description=(
+            "always_valid: 'canary' carries harm evidence across ramp steps (looks of earlier steps in "
+            "evidence.history, grouped by their allocation) and shares alpha with budget_gates gates"
+        ),
+    )
+    budget_gates: int = Field(default=1, ge=1, description="budget canary: sequential gates sharing alpha")
 
     @model_validator(mode="after")
     def _consistent(self) -> SequentialConfig:
@@ -67,6 +95,10 @@ class SequentialConfig(GateConfig):
             raise ValueError(f"harm_margin ({self.harm_margin}) must be smaller than mde ({self.mde})")
         if self.relative and self.mde >= 1.0:
             raise ValueError(f"a relative mde must be below 1 (a 100% loss), got {self.mde}")
+        if self.budget == "canary" and self.method != "always_valid":
+            raise ValueError(
+                "budget: canary needs method: always_valid (its evidence is carried as e-values)"
+            )
         if self.method == "group_sequential" and self.max_users is None:
             raise ValueError(
                 "method group_sequential needs max_users (planned candidate users; see "
@@ -83,32 +115,33 @@ class SequentialGate(Gate):
 
     def _evaluate(self, evidence: Evidence) -> Verdict:
         cfg = self.config
-        measured = self._effect(evidence)  # raises (ERROR) on bad current data
-        if measured is None:
-            n = evidence.arm(CANDIDATE).n_users
-            return Verdict(
-                self.name,
-                Outcome.INCONCLUSIVE,
-                f"{cfg.metric}: collecting users ({n} of {cfg.min_users} per arm)",
-                metric=cfg.metric,
-                n=n + evidence.arm(CHAMPION).n_users,
-                threshold=-cfg.harm_margin,
-            )
-        current, adjustments = measured
-        looks, skipped = [], 0
-        for past in evidence.history:
+        current, adjustments = self._effect(evidence)  # NotEnoughData: INCONCLUSIVE; bad data: ERROR
+        # Looks grouped into ramp steps (a step = consecutive looks under the same split); each step's
+        # evidence is cumulative within the step.
+        steps: list[list[EffectEstimate]] = []
+        previous_split: object = _NO_SPLIT
+        skipped = 0
+        for look in (*evidence.history, evidence):
+            split = _split_key(look)
+            if split != previous_split:
+                steps.append([])
+                previous_split = split
+            if look is evidence:
+                steps[-1].append(current)
+                continue
             try:
-                earlier = self._effect(past)
+                steps[-1].append(self._effect(look)[0])
+            except NotEnoughData:
+                continue  # a look before the data could be trusted adds nothing; it is not an error
             except (EvidenceError, KeyError, ValueError):
                 skipped += 1  # a look that could not be measured adds no information; it is not trusted
-                continue
-            if earlier is not None:
-                looks.append(earlier[0])
-        looks.append(current)
+        steps = [step for step in steps if step]
+        looks = steps[-1]  # the current step: the per-step tests see only its looks
         sign = 1.0 if cfg.direction == "increase" else -1.0
         estimates = sign * np.array([e.estimate for e in looks])
         variances = np.array([e.variance for e in looks])
         mde, harm_margin = self._test_scale(cfg.mde), self._test_scale(cfg.harm_margin)
+        extra: dict[str, float | str] = {"skipped_looks": skipped, "steps": len(steps), **adjustments}
         if cfg.method == "group_sequential":
             assert cfg.max_users is not None
             result = group_sequential_decision(
@@ -123,58 +156,139 @@ class SequentialGate(Gate):
                 spending=cfg.spending,
                 futility_spending=cfg.futility_spending,
             )
-        else:
+        elif cfg.budget == "step":
             result = always_valid_decision(
                 estimates, variances, mde=mde, alpha=cfg.alpha, beta=cfg.beta, harm_margin=harm_margin
             )
-        return self._verdict(result, current, {"skipped_looks": skipped, **adjustments})
+        else:
+            # One budget for the whole canary (gates.stats.budget): harm evidence carried across the steps,
+            # alpha shared by the canary's budget_gates sequential gates; promotion stays per step.
+            result = always_valid_decision(
+                estimates,
+                variances,
+                mde=mde,
+                alpha=cfg.alpha / cfg.budget_gates,
+                beta=cfg.beta,
+                harm_margin=harm_margin,
+            )
+            carried = canary_harm_test(
+                [
+                    (sign * np.array([e.estimate for e in step]), np.array([e.variance for e in step]))
+                    for step in steps
+                ],
+                mde=mde,
+                alpha=cfg.alpha,
+                n_metrics=cfg.budget_gates,
+                harm_margin=harm_margin,
+            )
+            if carried.reject:
+                decision = Decision.ROLLBACK
+            elif result.decision is Decision.ROLLBACK:  # this step alone, not the canary's product: wait
+                decision = Decision.CONTINUE
+            else:
+                decision = result.decision
+            result = dataclasses.replace(
+                result,
+                decision=decision,
+                harm_statistic=float(carried.log_e_value),
+                harm_boundary=carried.threshold,
+                p_value=float(min(1.0, np.exp(-float(carried.max_log_e_value)))),
+            )
+            extra |= {"budget": "canary", "carried_log_e_value": float(carried.carried)}
+        return self._verdict(result, current, extra)
 
     def _test_scale(self, margin: float) -> float:
-        """A margin (a loss, as a positive number) on the scale of the test: ``-log(1 - m)`` if relative."""
-        return float(-np.log1p(-margin)) if self.config.relative else margin
+        """A margin (a loss, as a positive number) on the scale of the test (relative or absolute)."""
+        return float(margin)
 
     def _report(self, value: float) -> float:
-        """A value on the test scale back as the policy's unit (a relative change if relative)."""
-        return float(np.expm1(value)) if self.config.relative else float(value)
+        """A value on the test scale in the policy's unit (a relative change if relative)."""
+        return float(value)
 
-    def _effect(self, evidence: Evidence) -> tuple[EffectEstimate, dict[str, float]] | None:
-        """The effect at one look and the adjustments made, or None while an arm has < ``min_users`` users."""
+    def _effect(self, evidence: Evidence) -> tuple[EffectEstimate, dict[str, float]]:
+        """The effect at one look and the adjustments made; NotEnoughData while it cannot be trusted yet."""
         cfg = self.config
-        cand, champ = evidence.arm(CANDIDATE), evidence.arm(CHAMPION)
-        if min(cand.n_users, champ.n_users) < cfg.min_users and cand.n_users > 0 and champ.n_users > 0:
-            return None
+        cand, champ = arm_of(evidence, CANDIDATE), arm_of(evidence, CHAMPION)
         metric = str(cfg.metric)
-        scale = "log" if cfg.relative else "difference"
+        scale = "relative" if cfg.relative else "difference"
+        # rho of the harm hypothesis "candidate = rho x champion" (the pooled variance is taken under it)
+        rho = 1.0 - cfg.harm_margin if cfg.direction == "increase" else 1.0 + cfg.harm_margin
+        common = {"scale": scale, "null_ratio": rho if cfg.relative else 1.0}
         if metric in RATIO_METRICS and metric not in cand.metrics:
             num, den = RATIO_METRICS[metric]
-            effect = ratio_effect(
-                clean(cand.metric(num, cfg.segment), f"{num} (candidate)", 2),
-                clean(cand.metric(den, cfg.segment), f"{den} (candidate)", 2),
-                clean(champ.metric(num, cfg.segment), f"{num} (champion)", 2),
-                clean(champ.metric(den, cfg.segment), f"{den} (champion)", 2),
-                scale=scale,
-            )
-            return effect, {"ratio_metric": 1.0}
-        y_c = clean(cand.metric(metric, cfg.segment), f"{metric} (candidate)", 2)
-        y_0 = clean(champ.metric(metric, cfg.segment), f"{metric} (champion)", 2)
-        adjustments: dict[str, float] = {}
+            values = [
+                clean(arm.metric(name, cfg.segment), f"{name} ({label})")
+                for arm, label in ((cand, "candidate"), (champ, "champion"))
+                for name in (num, den)
+            ]
+            self._enough_users(values[0].size, values[2].size)
+            if values[1].sum() <= 0 or values[3].sum() <= 0:
+                raise NotEnoughData(f"{den} sums to zero in an arm: no {den} yet")
+            effect = two_sample_ratio(*values, min_events=cfg.min_events, **common)  # type: ignore[arg-type]
+            return self._checked(effect), {"ratio_metric": 1.0}
+        y_c = clean(cand.metric(metric, cfg.segment), f"{metric} (candidate)")
+        y_0 = clean(champ.metric(metric, cfg.segment), f"{metric} (champion)")
+        self._enough_users(y_c.size, y_0.size)
+        events = expected_events(y_c, y_0)  # on the raw values: CUPED moves zeros off zero
+        adjustments: dict[str, float] = {"expected_events": float(events)}
         if cfg.winsorize is not None:
-            capped = winsorize(y_c, y_0, upper=cfg.winsorize)
-            y_c, y_0 = capped.values
-            adjustments |= {"winsorize_cap": capped.upper_cap, "winsorized_users": capped.n_capped}
+            y_c, y_0, cap = winsorize_pooled(y_c, y_0, cfg.winsorize)
+            n_capped = int(np.count_nonzero(y_c == cap) + np.count_nonzero(y_0 == cap))
+            adjustments |= {"winsorize_cap": float(cap), "winsorized_users": n_capped}
         if cfg.cuped and metric in cand.pre_period and metric in champ.pre_period and cfg.segment is None:
             # The adjusted arm means estimate the same population means with less variance, so the ratio
             # of adjusted means is the CUPED estimate of the relative change.
             adjusted = cuped(y_c, cand.pre_period[metric], y_0, champ.pre_period[metric])
-            effect = mean_effect(adjusted.candidate, adjusted.champion, scale=scale)
+            y_c, y_0 = adjusted.candidate, adjusted.champion
             adjustments |= {
                 "cuped_theta": adjusted.theta,
                 "cuped_variance_reduction": adjusted.variance_reduction,
             }
-            return effect, adjustments
-        return mean_effect(y_c, y_0, scale=scale), adjustments
+        effect = two_sample_mean(y_c, y_0, min_events=cfg.min_events, events=events, **common)  # type: ignore[arg-type]
+        return self._checked(effect), adjustments
 
-    def _verdict(self, r: SequentialDecision, current: EffectEstimate, extra: dict[str, float]) -> Verdict:
+    def _enough_users(self, n_c: int, n_0: int) -> None:
+        if min(n_c, n_0) < self.config.min_users:
+            raise NotEnoughData(
+                f"{self.config.metric}: collecting users ({min(n_c, n_0)} of {self.config.min_users} per arm)"
+            )
+
+    def _checked(self, effect: TwoSampleEffect) -> EffectEstimate:
+        """The effect as a scalar estimate, or the reason it cannot be tested (wait, or ERROR)."""
+        cfg, status = self.config, Status(int(effect.status))
+        metric = cfg.metric
+        if status is Status.ZERO_VARIANCE:
+            raise EvidenceError(f"zero variance: every user has the same {metric} in both arms")
+        if status is Status.NEGATIVE_BASELINE:
+            raise EvidenceError(
+                f"{metric}: the champion's mean is negative, so a relative change is undefined"
+            )
+        if status is Status.NO_EVENTS:
+            raise NotEnoughData(f"{metric}: no events yet (every user is at zero in both arms)")
+        if status is Status.CHAMPION_MEAN_ZERO:
+            raise NotEnoughData(
+                f"{metric}: the champion's mean is still zero, a relative change is not defined yet"
+            )
+        if status is Status.TOO_FEW_EVENTS:
+            raise NotEnoughData(
+                f"{metric}: the smaller arm expects {float(effect.expected_events):.1f} users with an event, "
+                f"{cfg.min_events:g} are needed before the normal approximation is trusted"
+            )
+        if status is Status.TOO_FEW_USERS:
+            raise NotEnoughData(f"{metric}: fewer than 2 users in an arm")
+        return EffectEstimate(
+            float(effect.estimate),
+            float(effect.variance),
+            float(effect.candidate_mean),
+            float(effect.champion_mean),
+            effect.n_candidate,
+            effect.n_champion,
+            effect.scale,  # type: ignore[arg-type]
+        )
+
+    def _verdict(
+        self, r: SequentialDecision, current: EffectEstimate, extra: dict[str, float | str]
+    ) -> Verdict:
         cfg = self.config
         fmt = (lambda x: f"{x:+.2%}") if cfg.relative else (lambda x: f"{x:+.4g}")
         estimate, ci_low, ci_high = self._report(r.estimate), self._report(r.ci_low), self._report(r.ci_high)
@@ -185,7 +299,15 @@ class SequentialGate(Gate):
             if r.method == "group_sequential"
             else f"look {r.looks}"
         )
-        if r.decision is Decision.ROLLBACK:
+        if r.final:
+            where = f"final analysis at look {r.looks}, the planned maximum; later looks are not re-tested"
+        if r.decision is Decision.ROLLBACK and extra.get("budget") == "canary":
+            outcome = Outcome.FAIL
+            message = (
+                f"{change}: harm proven over the canary's {extra['steps']} steps (log e-value "
+                f"{r.harm_statistic:.2f} reached {r.harm_boundary:.2f}; {where})"
+            )
+        elif r.decision is Decision.ROLLBACK:
             outcome = Outcome.FAIL
             bound = fmt(ci_high)
             message = f"{change}: harm proven, upper bound {bound} is below {fmt(-cfg.harm_margin)} ({where})"
@@ -205,7 +327,7 @@ class SequentialGate(Gate):
             "method": r.method,
             "looks": r.looks,
             "scale": current.scale,
-            "se": r.se,  # on the test scale (log ratio when relative)
+            "se": r.se,  # on the test scale (the relative change when relative)
             "harm_statistic": r.harm_statistic,
             "harm_boundary": r.harm_boundary,
             "promote_statistic": r.promote_statistic,
@@ -218,7 +340,8 @@ class SequentialGate(Gate):
             **extra,
         }
         if r.method == "group_sequential":
-            details["information"] = r.information  # NaN for always-valid, and NaN != NaN in comparisons
+            details["information"] = r.information
+            details["final"] = r.final  # NaN for always-valid, and NaN != NaN in comparisons
         return Verdict(
             self.name,
             outcome,
@@ -231,3 +354,14 @@ class SequentialGate(Gate):
             ci_high=ci_high,
             details=details,
         )
+
+
+_NO_SPLIT = object()
+
+
+def _split_key(look: Evidence) -> tuple[tuple[str, float], ...]:
+    """The look's traffic split, normalised: looks under the same split belong to the same ramp step."""
+    total = sum(look.allocation.values()) if look.allocation else 0.0
+    if not total:
+        return ()
+    return tuple(sorted((arm, round(share / total, 9)) for arm, share in look.allocation.items()))

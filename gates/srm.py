@@ -10,7 +10,8 @@ the evidence; the expected split is ``evidence.allocation`` (e.g. 5/95, never an
   every batch it raises more false alarms than ``p_value``.
 
 When the split changed between looks (a canary step), only users counted since the change are tested
-against the new split. FAIL when p < ``p_value``; PASS otherwise; INCONCLUSIVE below ``min_users``.
+against the new split. FAIL when p < ``p_value``; PASS otherwise; INCONCLUSIVE below ``min_users`` (and with
+no user at all yet). A configured arm absent from the evidence has no user yet and counts as 0.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from pydantic import Field
 from scipy import stats
 
-from gates.base import EvidenceError, Gate, GateConfig
+from gates.base import EvidenceError, Gate, GateConfig, NotEnoughData
 from gates.stats.srm import srm_chi_square, srm_sequential
 from stagegate.evidence import CANDIDATE, Evidence
 from stagegate.verdict import Outcome, Verdict
@@ -49,14 +50,18 @@ class SrmGate(Gate):
         first = len(looks) - 1
         while first > 0 and same[first - 1]:
             first -= 1
-        counts = np.array([[look.arm(a).n_users for a in arms] for look in looks], dtype=float)
+        # An arm the split sends traffic to but with no user yet is absent from the evidence: it has 0 users
+        # (a candidate with none while the champion has thousands is exactly what this gate must catch).
+        counts = np.array(
+            [[look.arms[a].n_users if a in look.arms else 0 for a in arms] for look in looks], dtype=float
+        )
         base = counts[first - 1] if first > 0 else np.zeros(len(arms))
         counts = counts[first:] - base
         if np.any(counts < 0):
             raise EvidenceError("user counts went down between looks; cannot test the split")
         total = int(counts[-1].sum())
         if total == 0:
-            raise EvidenceError("no users in any arm")
+            raise NotEnoughData("no users in any arm since the split was set")
         if total < cfg.min_users:
             return Verdict(
                 self.name,
@@ -112,8 +117,11 @@ def _split(evidence: Evidence) -> tuple[list[str], np.ndarray]:
         raise EvidenceError(
             f"allocation must give a positive share to two or more arms, got {dict(evidence.allocation)}"
         )
-    for arm in arms:
-        evidence.arm(arm)  # KeyError (-> ERROR) names a configured arm with no evidence
+    unknown = sorted(set(evidence.arms) - set(arms))
+    if unknown:
+        raise EvidenceError(
+            f"evidence has arms {unknown} that the allocation {dict(evidence.allocation)} omits"
+        )
     return arms, weights / weights.sum()
 
 

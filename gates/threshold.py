@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from pydantic import model_validator
 
-from gates.base import Gate, GateConfig, clean
+from gates.base import Gate, GateConfig, arm_of, clean
 from stagegate.evidence import CANDIDATE, Evidence
 from stagegate.verdict import Outcome, Verdict
 
@@ -41,7 +41,7 @@ class ThresholdGate(Gate):
     def _evaluate(self, evidence: Evidence) -> Verdict:
         cfg = self.config
         scalars = evidence.scalars.get(cfg.arm, {})
-        arm = evidence.arm(cfg.arm)
+        arm = arm_of(evidence, cfg.arm)
         if cfg.metric in scalars and cfg.metric not in arm.metrics:
             value, n = float(clean([scalars[cfg.metric]], f"{cfg.metric} ({cfg.arm})")[0]), arm.n_users
         else:

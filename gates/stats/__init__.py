@@ -4,6 +4,8 @@ One module per job; each function's docstring carries the formula and its refere
 
 - bootstrap: paired / unpaired bootstrap CIs over users (offline relative gates)
 - effects: effect estimates and delta-method variances (means, relative changes, ratio metrics)
+- two_sample: the canary's effects, valid on zero-inflated heavy tails, sparse counts, small canaries
+- budget: one false-rollback budget for the whole canary (e-values carried across ramp steps)
 - msprt: normal-mixture SPRT, always-valid p-values, confidence sequences
 - group_sequential: Lan-DeMets spending, non-binding beta-spending futility, Pocock / O'Brien-Fleming
 - planning: fixed-horizon sample size and the maximum of a group-sequential design

@@ -68,6 +68,8 @@ class SequentialDecision:
         Information fraction of the latest look (1.0 = planned maximum); NaN for always-valid.
     looks : int
         Looks used.
+    final : bool
+        Group sequential: the planned maximum was reached; the decision is the final analysis's.
     """
 
     decision: Decision
@@ -83,6 +85,7 @@ class SequentialDecision:
     p_value: float
     information: float
     looks: int
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,18 @@ def noninferiority(estimate: float, se: float, margin: float, alpha: float = 0.0
     return NonInferiorityResult(float(z), p, float(estimate - ndtri(1 - alpha) * se), margin, p <= alpha)
 
 
+#: Scale-mixture components (multiples of the MDE) and their weights: half the mass on ``tau = mde`` (the
+#: tuning for power at the MDE), the rest on wider priors so that large effects measured with a large
+#: variance (sparse counts, small worlds) can still be proven (see :mod:`gates.stats.msprt`).
+MIXTURE_SCALES = (1.0, 3.0, 9.0)
+MIXTURE_WEIGHTS = (0.5, 0.25, 0.25)
+
+
+def default_mixture(mde: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(tau2_j, w_j)`` of the always-valid rule: ``tau_j = mde * (1, 3, 9)``, weights (1/2, 1/4, 1/4)."""
+    return (mde * np.asarray(MIXTURE_SCALES)) ** 2, np.asarray(MIXTURE_WEIGHTS)
+
+
 def always_valid_decision(
     estimates: np.ndarray,
     variances: np.ndarray,
@@ -115,11 +130,16 @@ def always_valid_decision(
     harm_margin: float = 0.0,
     tau: float | None = None,
 ) -> SequentialDecision:
-    """Decision from a pair of one-sided mixture SPRTs over all looks (oldest first); mixing ``tau = mde``."""
+    """Decision from a pair of one-sided mixture SPRTs over all looks (oldest first).
+
+    Mixing: :func:`default_mixture` of ``mde``, or the single ``tau`` if given.
+    """
     _check_margins(mde, harm_margin, alpha, beta)
-    tau2 = (mde if tau is None else tau) ** 2
-    harm = msprt(estimates, variances, tau2=tau2, alpha=alpha, null=-harm_margin, alternative="less")
-    ni = msprt(estimates, variances, tau2=tau2, alpha=beta, null=-mde, alternative="greater")
+    tau2, weights = default_mixture(mde) if tau is None else (np.array([tau**2]), np.array([1.0]))
+    harm = msprt(
+        estimates, variances, tau2=tau2, weights=weights, alpha=alpha, null=-harm_margin, alternative="less"
+    )
+    ni = msprt(estimates, variances, tau2=tau2, weights=weights, alpha=beta, null=-mde, alternative="greater")
     decision = Decision.ROLLBACK if harm.reject else Decision.PROMOTE if ni.reject else Decision.CONTINUE
     return SequentialDecision(
         decision=decision,
@@ -153,9 +173,13 @@ def group_sequential_decision(
 ) -> SequentialDecision:
     """Decision of the group-sequential test at the latest look.
 
-    Information fractions are ``n_k / max_sample_size`` (capped at 1; a look at or past the maximum is the
-    final one and must decide). Looks that add no information are dropped. The alternative's drift for the
-    futility bounds, ``(mde - harm_margin) / se_max``, uses the latest variance scaled to the maximum.
+    Information fractions are ``n_k / max_sample_size``. The first look at or past the maximum is the final
+    analysis: it must decide (``a_K = b_K``), and looks after it are **not** tested again; the decision
+    stays the one taken there (``final`` is True), because re-testing at the final bound after every
+    further batch spends alpha the design never had (6.3% false rollbacks after 10 extra looks). Harm
+    proven at an earlier look stays proven (the test stopped there, whatever a later look shows). Looks
+    that add no information are dropped. The alternative's drift for the futility bounds,
+    ``(mde - harm_margin) / se_max``, uses the latest variance scaled to the maximum.
     """
     _check_margins(mde, harm_margin, alpha, beta)
     est = np.atleast_1d(np.asarray(estimates, dtype=float))
@@ -169,9 +193,14 @@ def group_sequential_decision(
         raise ValueError("zero variance: the estimate's variance must be positive at every look")
     if not max_sample_size > 0:
         raise ValueError(f"max_sample_size must be positive, got {max_sample_size}")
+    reached = np.flatnonzero(n >= max_sample_size)
+    final = reached.size > 0
+    if final:  # the final analysis happened at the first look past the maximum: judge up to it, no further
+        last = int(reached[0])
+        est, var, n = est[: last + 1], var[: last + 1], n[: last + 1]
     t_all = np.minimum(n / max_sample_size, 1.0)
     # Keep a look only if it adds information over every earlier kept look; the latest look always counts
-    # (it replaces an earlier look at the same information, e.g. past the planned maximum).
+    # (it replaces an earlier look at the same information).
     keep = np.zeros(t_all.size, dtype=bool)
     best = 0.0
     for k in range(t_all.size - 1):
@@ -180,17 +209,23 @@ def group_sequential_decision(
     keep[-1] = True
     t = t_all[keep]
     se = float(np.sqrt(var[-1]))
-    z = (-harm_margin - est[-1]) / se
+    z_all = (-harm_margin - est[keep]) / np.sqrt(var[keep])
+    z = float(z_all[-1])
     drift = (mde - harm_margin) / np.sqrt(var[-1] * n[-1] / max_sample_size)
     design = futility_design(t, alpha, beta, spending, futility_spending, drift=float(drift))
     b, a = float(design.efficacy[-1]), float(design.futility[-1])
-    if z >= b:
+    if np.any(z_all >= design.efficacy):
         decision = Decision.ROLLBACK
     elif z <= a:
         decision = Decision.PROMOTE
     else:
         decision = Decision.CONTINUE
-    ci_high = est[-1] + b * se if np.isfinite(b) else np.inf
+    # Repeated confidence bounds hold simultaneously over looks (Jennison & Turnbull ch. 9): intersect them.
+    with np.errstate(invalid="ignore"):
+        upper = np.where(
+            np.isfinite(design.efficacy), est[keep] + design.efficacy * np.sqrt(var[keep]), np.inf
+        )
+    ci_high = float(np.min(upper))
     ci_low = est[-1] + harm_margin + a * se - mde if np.isfinite(a) else -np.inf
     return SequentialDecision(
         decision=decision,
@@ -206,6 +241,7 @@ def group_sequential_decision(
         p_value=float(ndtr(-z)),
         information=float(t[-1]),
         looks=int(t.size),
+        final=final,
     )
 
 

@@ -23,17 +23,24 @@ and symmetrically ``Lambda^+`` with ``Phi(+...)`` for ``"greater"``. The always-
 and the one-sided bound solves ``Lambda^-(theta0) = 1/alpha`` for ``theta0`` (no closed form; a monotone
 1-D root). Bounds may be intersected over looks (``running=True``) because they hold uniformly in time.
 
-The mixing variance: ``tau = mde`` (the policy's minimum detectable effect, in the units of ``D``), which
-the reference shows is within a few percent of the best tuning for power at the MDE.
+The mixing variance. One component ``tau = mde`` is within a few percent of the best tuning for power at
+the MDE when the estimate's variance ``v`` is small against ``tau^2`` (large canaries). When it is not
+(sparse counts, a small world), the single mixture is hopeless for large effects: the e-value of an
+estimate ``D`` is at most about ``exp(tau^2 D^2 / (2 v^2))`` once ``v >> tau^2`` and the interval's
+half-width grows like ``v / tau`` instead of ``sqrt(v)``: a -80% drop with ``v = 0.12`` and ``tau = 0.1``
+(z = 4.6) gives ``log Lambda^- = 1.5 < log 20``. A scale mixture, ``sum_j w_j Lambda_j(tau_j)`` over a few
+``tau_j`` (still a test martingale), keeps the MDE-tuned component and adds wider ones for large effects:
+:func:`gates.stats.decision.default_mixture`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, logsumexp
 
 Alternative = Literal["two-sided", "less", "greater"]
 
@@ -78,12 +85,44 @@ class AlwaysValidResult:
 def log_mixture_lr(
     estimate: np.ndarray | float,
     variance: np.ndarray | float,
-    tau2: float,
+    tau2: float | Sequence[float] | np.ndarray,
     *,
     null: float = 0.0,
     alternative: Alternative = "two-sided",
+    weights: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
-    """``log Lambda`` (two-sided normal mixture) or ``log Lambda^-/+`` (half-normal), vectorised."""
+    """``log Lambda`` (two-sided normal mixture) or ``log Lambda^-/+`` (half-normal), vectorised.
+
+    With several mixing variances ``tau2_j`` (and ``weights`` summing to 1, equal by default) the result is
+    the log of ``sum_j w_j Lambda_j``: a mixture of test martingales is a test martingale.
+    """
+    taus, w = _components(tau2, weights)
+    if taus.size > 1:
+        parts = [
+            np.log(w_j) + _log_lr_one(estimate, variance, float(t), null, alternative)
+            for t, w_j in zip(taus, w, strict=True)
+        ]
+        return logsumexp(np.stack(parts), axis=0)
+    return _log_lr_one(estimate, variance, float(taus[0]), null, alternative)
+
+
+def _components(
+    tau2: float | Sequence[float] | np.ndarray, weights: Sequence[float] | np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    taus = np.atleast_1d(np.asarray(tau2, dtype=float))
+    if taus.size == 0 or not np.all(taus > 0):
+        raise ValueError(f"the mixing variances tau2 must be positive, got {taus.tolist()}")
+    w = np.full(taus.size, 1.0 / taus.size) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != taus.shape or np.any(w <= 0) or not np.isclose(w.sum(), 1.0):
+        raise ValueError(
+            f"need one positive weight per tau2, summing to 1, got {np.asarray(weights).tolist()}"
+        )
+    return taus, w
+
+
+def _log_lr_one(
+    estimate: np.ndarray | float, variance: np.ndarray | float, tau2: float, null: float, alternative: str
+) -> np.ndarray:
     d = np.asarray(estimate, dtype=float) - null
     v = np.asarray(variance, dtype=float)
     s = v + tau2
@@ -101,12 +140,65 @@ def log_mixture_lr(
 def confidence_bounds(
     estimate: np.ndarray | float,
     variance: np.ndarray | float,
-    tau2: float,
+    tau2: float | Sequence[float] | np.ndarray,
     alpha: float,
     *,
     alternative: Alternative = "two-sided",
+    weights: Sequence[float] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-look confidence-sequence bounds (not intersected), vectorised; see the module docstring."""
+    """Per-look confidence-sequence bounds (not intersected), vectorised; see the module docstring.
+
+    For a mixture of several ``tau2`` the bound solves ``log Lambda(theta0) = log(1/alpha)`` by bisection
+    between the single-component bounds at levels ``alpha`` and ``alpha w_j`` (which bracket it, because
+    ``w_j Lambda_j <= Lambda <= max_j Lambda_j``).
+    """
+    taus, w = _components(tau2, weights)
+    if taus.size > 1:
+        return _mixture_bounds(estimate, variance, taus, w, alpha, alternative)
+    return _bounds_one(estimate, variance, float(taus[0]), alpha, alternative)
+
+
+def _mixture_bounds(
+    estimate: np.ndarray | float,
+    variance: np.ndarray | float,
+    taus: np.ndarray,
+    w: np.ndarray,
+    alpha: float,
+    alternative: Alternative,
+) -> tuple[np.ndarray, np.ndarray]:
+    d = np.asarray(estimate, dtype=float)
+    v = np.asarray(variance, dtype=float)
+    side: Alternative = "less" if alternative in ("less", "two-sided") else "greater"
+
+    # Distance from the estimate to the bound, bracketed by single-component distances.
+    def distance(level: float, t: float) -> np.ndarray:
+        low, high = _bounds_one(d, v, t, level, side if alternative != "two-sided" else "two-sided")
+        return (high - d) if side == "less" else (d - low)
+
+    lo = np.min([distance(alpha, t) for t in taus], axis=0)
+    hi = np.min([distance(alpha * w_j, t) for t, w_j in zip(taus, w, strict=True)], axis=0)
+    target = np.log(1.0 / alpha)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if alternative == "two-sided":
+            log_lr = log_mixture_lr(d, v, taus, null=d + mid, alternative="two-sided", weights=w)
+        elif side == "less":
+            log_lr = log_mixture_lr(d, v, taus, null=d + mid, alternative="less", weights=w)
+        else:
+            log_lr = log_mixture_lr(d, v, taus, null=d - mid, alternative="greater", weights=w)
+        inside = log_lr < target  # theta0 = d +/- mid is not rejected yet: the bound lies further out
+        lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+    width = 0.5 * (lo + hi)
+    if alternative == "two-sided":
+        return d - width, d + width
+    if side == "less":
+        return np.full_like(d + width, -np.inf), d + width
+    return d - width, np.full_like(d - width, np.inf)
+
+
+def _bounds_one(
+    estimate: np.ndarray | float, variance: np.ndarray | float, tau2: float, alpha: float, alternative: str
+) -> tuple[np.ndarray, np.ndarray]:
     d = np.asarray(estimate, dtype=float)
     v = np.asarray(variance, dtype=float)
     s = v + tau2
@@ -129,10 +221,11 @@ def msprt(
     estimates: np.ndarray,
     variances: np.ndarray,
     *,
-    tau2: float,
+    tau2: float | Sequence[float] | np.ndarray,
     alpha: float = 0.05,
     null: float = 0.0,
     alternative: Alternative = "two-sided",
+    weights: Sequence[float] | np.ndarray | None = None,
 ) -> AlwaysValidResult:
     """Normal-mixture SPRT over a sequence of looks (oldest first).
 
@@ -148,13 +241,12 @@ def msprt(
         raise ValueError("estimates and variances must be finite")
     if np.any(v <= 0):
         raise ValueError("zero variance: the estimate's variance must be positive at every look")
-    if not tau2 > 0:
-        raise ValueError(f"the mixing variance tau2 must be positive, got {tau2}")
+    taus, w = _components(tau2, weights)
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    log_lr = log_mixture_lr(d, v, tau2, null=null, alternative=alternative)
+    log_lr = log_mixture_lr(d, v, taus, null=null, alternative=alternative, weights=w)
     p_value = float(min(1.0, np.exp(-np.max(log_lr))))
-    low, high = confidence_bounds(d, v, tau2, alpha, alternative=alternative)
+    low, high = confidence_bounds(d, v, taus, alpha, alternative=alternative, weights=w)
     return AlwaysValidResult(
         estimate=float(d[-1]),
         log_e_value=float(log_lr[-1]),
@@ -163,7 +255,7 @@ def msprt(
         ci_high=float(np.min(high)),
         reject=p_value <= alpha,
         alpha=alpha,
-        tau2=tau2,
+        tau2=float(np.dot(w, taus)),
         null=null,
         alternative=alternative,
         n_looks=d.size,

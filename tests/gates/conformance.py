@@ -105,7 +105,10 @@ def check_gate(spec: dict[str, Any], evidence: Evidence) -> None:
     if first.outcome is Outcome.PASS:
         assert first.statistic is None or np.isfinite(first.statistic)
 
-    # 2. Fail closed: NaN, empty arms, missing arms never PASS, and never raise.
+    # 2. Fail closed: NaN, malformed or missing data is ERROR; "not enough data yet" (arms with no user yet,
+    #    no arm at all while the split sends them traffic) is INCONCLUSIVE. Neither is ever PASS or FAIL,
+    #    and nothing raises. (Until issue 12 empty arms had to be ERROR, which rolled back canaries that had
+    #    simply not seen a user yet.)
     metric_gate = gate.config.metric is not None
     if metric_gate:
         verdict = gate.evaluate(_map_arms(evidence, _with_nan))
@@ -113,8 +116,16 @@ def check_gate(spec: dict[str, Any], evidence: Evidence) -> None:
         assert verdict.outcome is Outcome.ERROR, f"{gate.name}: NaN input gave {verdict.outcome}, not ERROR"
     verdict = gate.evaluate(_map_arms(evidence, _empty))
     _assert_well_formed(verdict, gate)
-    assert verdict.outcome is Outcome.ERROR, f"{gate.name}: empty input gave {verdict.outcome}"
-    verdict = gate.evaluate(dataclasses.replace(evidence, arms={}))
+    assert verdict.outcome is Outcome.INCONCLUSIVE, (
+        f"{gate.name}: arms with no user yet gave {verdict.outcome}, not INCONCLUSIVE: {verdict.message}"
+    )
+    if evidence.allocation:
+        verdict = gate.evaluate(dataclasses.replace(evidence, arms={}))
+        _assert_well_formed(verdict, gate)
+        assert verdict.outcome is Outcome.INCONCLUSIVE, (
+            f"{gate.name}: no events yet for a configured split gave {verdict.outcome}: {verdict.message}"
+        )
+    verdict = gate.evaluate(dataclasses.replace(evidence, arms={}, allocation={}))
     assert verdict.outcome is Outcome.ERROR, f"{gate.name}: evidence with no arms gave {verdict.outcome}"
     if metric_gate:
         renamed = _map_arms(

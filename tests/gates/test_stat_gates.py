@@ -143,12 +143,67 @@ def test_sequential_fails_closed_on_bad_data(mutate, reason: str) -> None:
     assert v.outcome is Outcome.ERROR and reason in v.message, v.message
 
 
-def test_sequential_errors_on_empty_or_missing_arm() -> None:
+def test_sequential_waits_for_an_arm_with_no_user_yet_and_errors_on_an_unknown_one() -> None:
     empty = Evidence("canary", {CANDIDATE: arm({"revenue_per_user": np.array([])}),
                                 CHAMPION: arm({"revenue_per_user": np.arange(200.0)})})  # fmt: skip
-    assert build_gate(SEQUENTIAL).evaluate(empty).outcome is Outcome.ERROR
+    v = build_gate(SEQUENTIAL).evaluate(empty)
+    assert v.outcome is Outcome.INCONCLUSIVE and "no users yet" in v.message, v.message
+    # Absent from the evidence but configured to get traffic: no user yet, not a failure to measure.
+    waiting = Evidence("canary", {CHAMPION: arm({"revenue_per_user": np.arange(200.0)})}, allocation=FIVE)
+    v = build_gate(SEQUENTIAL).evaluate(waiting)
+    assert v.outcome is Outcome.INCONCLUSIVE and "no candidate users yet" in v.message, v.message
+    # Absent and not configured: the evidence is malformed.
     alone = Evidence("canary", {CANDIDATE: arm({"revenue_per_user": np.arange(200.0)})})
-    assert build_gate(SEQUENTIAL).evaluate(alone).outcome is Outcome.ERROR
+    v = build_gate(SEQUENTIAL).evaluate(alone)
+    assert v.outcome is Outcome.ERROR and "champion" in v.message
+
+
+def test_sequential_waits_while_a_sparse_metric_has_no_events() -> None:
+    """A 1% canary at a 1% click rate: no click yet in an arm is 'not enough data yet', never ERROR."""
+    rng = np.random.default_rng(9)
+    imps_c, imps_0 = np.full(150, 10.0), np.full(15_000, 10.0)
+    clicks_0 = rng.binomial(10, 0.01, 15_000).astype(float)
+    cases = {
+        "candidate has no click": (np.zeros(150), clicks_0),
+        "champion has no click": (
+            rng.binomial(10, 0.01, 150).astype(float) + np.eye(1, 150)[0],
+            np.zeros(15_000),
+        ),
+        "nobody clicked": (np.zeros(150), np.zeros(15_000)),
+    }
+    for label, (c, z) in cases.items():
+        ev = Evidence("canary", {CANDIDATE: arm({"clicks": c, "impressions": imps_c}),
+                                 CHAMPION: arm({"clicks": z, "impressions": imps_0})})  # fmt: skip
+        v = build_gate({**SEQUENTIAL, "metric": "ctr"}).evaluate(ev)
+        assert v.outcome is Outcome.INCONCLUSIVE, (label, v.message)
+        # 14 clicking users expected in the candidate: testable, and 0 of them is not yet proof of harm.
+        assert ("not enough data yet" in v.message) == (label != "candidate has no click"), (label, v.message)
+    revenue = Evidence("canary", {CANDIDATE: arm({"revenue_per_user": np.zeros(500)}),
+                                  CHAMPION: arm({"revenue_per_user": np.zeros(500)})})  # fmt: skip
+    v = build_gate(SEQUENTIAL).evaluate(revenue)
+    assert v.outcome is Outcome.INCONCLUSIVE and "no events yet" in v.message, v.message
+
+
+def test_sequential_budget_canary_carries_harm_evidence_across_ramp_steps() -> None:
+    """Four steps (new splits), each showing -6% at z ~ 2: no step proves harm alone, the canary does."""
+    base = np.random.default_rng(0).normal(10.0, 9.0, 2_000)
+    looks: list[Evidence] = []
+    for share in (0.10, 0.25, 0.50, 0.75):
+        arms = {CANDIDATE: arm({"m": base * 0.94}), CHAMPION: arm({"m": base.copy()})}
+        alloc = {CANDIDATE: share, CHAMPION: 1 - share}
+        looks.append(Evidence("canary", arms, allocation=alloc, history=tuple(looks)))
+    spec = {"type": "sequential", "metric": "m", "method": "always_valid", "mde": 0.10, "winsorize": None}
+    per_step = build_gate(spec).evaluate(looks[-1])
+    assert per_step.outcome is Outcome.INCONCLUSIVE and per_step.details["steps"] == 4, per_step.message
+    assert per_step.details["looks"] == 1  # the per-step test sees only the current step's looks
+    canary_wide = build_gate({**spec, "budget": "canary"}).evaluate(looks[-1])
+    assert canary_wide.outcome is Outcome.FAIL and "over the canary's 4 steps" in canary_wide.message
+    assert canary_wide.details["carried_log_e_value"] > 0
+    # Sharing alpha with two more gates raises the bar: the same evidence no longer suffices.
+    shared = build_gate({**spec, "budget": "canary", "budget_gates": 3}).evaluate(looks[-1])
+    assert shared.outcome is Outcome.INCONCLUSIVE, shared.message
+    with pytest.raises(ValidationError, match="always_valid"):
+        build_gate({**spec, "method": "group_sequential", "max_users": 100, "budget": "canary"})
 
 
 def test_sequential_config_is_strict() -> None:
@@ -197,8 +252,17 @@ def test_srm_is_not_fooled_by_a_changed_split() -> None:
 def test_srm_fails_closed() -> None:
     no_alloc = Evidence("canary", {CANDIDATE: arm({"x": np.zeros(10)}), CHAMPION: arm({"x": np.zeros(10)})})
     assert build_gate(SRM).evaluate(no_alloc).outcome is Outcome.ERROR
+    # An arm with no user yet counts 0 users: inconclusive while few users came, a mismatch once many did.
     missing = Evidence("canary", {CANDIDATE: arm({"x": np.zeros(10)})}, allocation=FIVE)
-    assert build_gate(SRM).evaluate(missing).outcome is Outcome.ERROR
+    assert build_gate(SRM).evaluate(missing).outcome is Outcome.INCONCLUSIVE
+    lost = Evidence("canary", {CHAMPION: arm({"x": np.zeros(5_000)})}, allocation=FIVE)
+    v = build_gate(SRM).evaluate(lost)
+    assert v.outcome is Outcome.FAIL and "0.00%" in v.message, v.message
+    nobody = Evidence("canary", {}, allocation=FIVE)
+    assert build_gate(SRM).evaluate(nobody).outcome is Outcome.INCONCLUSIVE
+    stranger = Evidence("canary", {"other": arm({"x": np.zeros(10)}), CHAMPION: arm({"x": np.zeros(10)})},
+                        allocation=FIVE)  # fmt: skip
+    assert build_gate(SRM).evaluate(stranger).outcome is Outcome.ERROR
     few = build_gate(SRM).evaluate(split([3], [40], [FIVE]))
     assert few.outcome is Outcome.INCONCLUSIVE
     assert isinstance(build_gate(SRM), SrmGate)
