@@ -215,6 +215,15 @@ def canaries(policy_path: Path) -> dict[str, Any]:
     }
 
 
+def users_needed(cv: float, effect: float, alpha: float, beta: float) -> float:
+    """Users per arm for a one-look test of a relative ``effect`` (log scale) at ``alpha`` with power
+    ``1 - beta``: ``n = 2 (z_{1-alpha} + z_{1-beta})^2 CV^2 / log(1 + effect)^2`` (delta method). Sequential
+    tests need more (docs/benchmarks.md, "Sequential statistics": about 1.5-2x for the always-valid pair)."""
+    from scipy.special import ndtri
+
+    return float(2 * (ndtri(1 - alpha) + ndtri(1 - beta)) ** 2 * cv**2 / np.log1p(effect) ** 2)
+
+
 def _table(results: dict[str, list[dict[str, Any]]], effects: list[float]) -> str:
     head = "| rule | " + " | ".join(f"true {e:+.0%}" for e in effects) + " |"
     lines = [head, "|---|" + "---|" * len(effects)]
@@ -249,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
             f"per user revenue mean {rev.mean():.3g} CV {rev.std() / rev.mean():.2f}, "
             f"purchases mean {pur.mean():.3g} CV {pur.std() / pur.mean():.2f}"
         )
+    last = pools[-1]
+    rev, pur = last.values["revenue"].sum(axis=1), last.values["purchases"].sum(axis=1)
+    ni = users_needed(pur.std() / pur.mean(), -0.10, 0.05, 0.2)
+    better = users_needed(rev.std() / rev.mean(), 0.05, 0.05, 0.2)
+    print(
+        "users per arm a one-look test would need at the last step's CVs (alpha 0.05, power 0.8): purchases "
+        f"non-inferior within 10 %: {ni:,.0f}; revenue +5 % proven better: {better:,.0f}"
+    )
     results = {
         label: [shares(canary, pools, e, args.runs, args.seed) for e in args.effects]
         for label, canary in configs.items()
