@@ -23,7 +23,8 @@ with the stage's gates built by :func:`stagegate.policy.gates.configure_stage` (
 at the decision rule's levels) and :func:`stagegate.policy.gates.judge_look`. Reaching rollout = the canary
 stage ADVANCEs (approval before rollout not counted); held = HOLD (a human decides); rolled back = ROLLBACK.
 
-Usage: ``python benchmarks/guardrail_harm.py [--runs 1000] [--effects -0.05 -0.03 0 0.05] [--json out.json]``.
+Usage: ``python benchmarks/guardrail_harm.py [--runs 1000] [--effects -0.05 -0.03 0 0.05] [--traffic-scale 1]
+[--json out.json]``.
 """
 
 from __future__ import annotations
@@ -125,11 +126,12 @@ def _thin(values: dict[str, np.ndarray], keep: float, rng: np.random.Generator) 
     return {**values, "purchases": kept, "revenue": values["revenue"] * share}
 
 
-def _draw(pool: StepPool, effect: float, rng: np.random.Generator) -> tuple[dict, dict]:
-    """Candidate and champion users of one simulated step, with the true effect imposed."""
+def _draw(pool: StepPool, effect: float, rng: np.random.Generator, scale: float = 1.0) -> tuple[dict, dict]:
+    """Candidate and champion users of one simulated step (``scale`` x the world's), true effect imposed."""
     n_users = pool.values["requests"].shape[0]
-    cand = {m: v[rng.integers(0, n_users, pool.n_candidate)] for m, v in pool.values.items()}
-    champ = {m: v[rng.integers(0, n_users, pool.n_champion)] for m, v in pool.values.items()}
+    n_c, n_0 = round(pool.n_candidate * scale), round(pool.n_champion * scale)
+    cand = {m: v[rng.integers(0, n_users, n_c)] for m, v in pool.values.items()}
+    champ = {m: v[rng.integers(0, n_users, n_0)] for m, v in pool.values.items()}
     if effect < 0:
         cand = _thin(cand, 1.0 + effect, rng)
     elif effect > 0:
@@ -153,7 +155,9 @@ def _arm(values: dict[str, np.ndarray], look: int, offset: int) -> Any:
     return ArmSample(user_ids=ids, metrics=metrics)
 
 
-def simulate_canary(canary: Any, pools: list[StepPool], effect: float, seed: int) -> tuple[str, str, float]:
+def simulate_canary(
+    canary: Any, pools: list[StepPool], effect: float, seed: int, scale: float = 1.0
+) -> tuple[str, str, float]:
     """One canary through the flow's loop; returns (decision, reason, days)."""
     from flows.stages.canary import run_steps
     from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
@@ -166,7 +170,7 @@ def simulate_canary(canary: Any, pools: list[StepPool], effect: float, seed: int
 
     def measure(step: int, weight: float, look: int, history: tuple) -> tuple[Any, int, int]:
         if step not in drawn:
-            drawn[step] = _draw(pools[step - 1], effect, rng)
+            drawn[step] = _draw(pools[step - 1], effect, rng, scale)
         cand, champ = drawn[step]
         arms = {CANDIDATE: _arm(cand, look, 10**7), CHAMPION: _arm(champ, look, 0)}
         evidence = Evidence(
@@ -190,9 +194,11 @@ def simulate_canary(canary: Any, pools: list[StepPool], effect: float, seed: int
     return decision.value, reason, hours[0] / 24
 
 
-def shares(canary: Any, pools: list[StepPool], effect: float, runs: int, seed: int) -> dict[str, Any]:
+def shares(
+    canary: Any, pools: list[StepPool], effect: float, runs: int, seed: int, scale: float = 1.0
+) -> dict[str, Any]:
     """Outcome shares over ``runs`` simulated canaries (seeds ``seed`` .. ``seed + runs - 1``)."""
-    outcomes = [simulate_canary(canary, pools, effect, seed + r) for r in range(runs)]
+    outcomes = [simulate_canary(canary, pools, effect, seed + r, scale) for r in range(runs)]
     decisions = np.array([o[0] for o in outcomes])
     days = np.array([o[2] for o in outcomes])
     out: dict[str, Any] = {"runs": runs, "effect": effect}
@@ -244,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--world-seed", type=int, default=7)
     parser.add_argument("--size", choices=["demo", "small"], default="demo")
+    parser.add_argument(
+        "--traffic-scale",
+        type=float,
+        default=1.0,
+        help="draw this many times the world's users per step (a bigger world with the same users)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -267,11 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         f"non-inferior within 10 %: {ni:,.0f}; revenue +5 % proven better: {better:,.0f}"
     )
     results = {
-        label: [shares(canary, pools, e, args.runs, args.seed) for e in args.effects]
+        label: [shares(canary, pools, e, args.runs, args.seed, args.traffic_scale) for e in args.effects]
         for label, canary in configs.items()
     }
     print(_table(results, args.effects))
-    print(f"{args.runs} runs per cell; {time.perf_counter() - start:.0f} s")
+    print(f"{args.runs} runs per cell, traffic x{args.traffic_scale:g}; {time.perf_counter() - start:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
