@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stagegate.decision import (
     GateLook,
@@ -171,7 +171,7 @@ def stage_problems(stage: Any) -> list[tuple[str, str]]:
         where = f"gates[{i}]"
         try:
             settings, own = split_spec(spec)
-        except Exception:  # reported by the loader with pydantic's field paths
+        except ValidationError:  # reported by the loader with pydantic's field paths
             continue
         kind = own.get("type")
         role = settings.role
