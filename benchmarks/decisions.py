@@ -109,20 +109,21 @@ def _manager_approves(verdicts: list, evidence: Any) -> bool:
     return bool(cand >= champ)
 
 
-def judge(gates: list, evidence: Any, *, at_deadline: bool, enough_samples: bool = True) -> Any:
+def judge(
+    gates: Any, evidence: Any, *, at_deadline: bool, enough_samples: bool = True, last_step: bool = True
+) -> Any:
     """One look, as flows.gating.judge does it (without persistence). A HOLD goes to the simulated release
     manager (``--on-hold``): ``approve-if-no-fail`` (default) approves whenever no gate failed or errored
     (only inconclusive evidence or a missing sample size); ``manager`` also requires, on the canary, that the
     candidate's observed revenue per user is not below the champion's; ``reject`` never approves (the strict
     fail-closed reading)."""
-    from stagegate.decision import Decision, LookDecision, decide
-    from stagegate.verdict import Outcome
+    from stagegate.decision import Decision, LookDecision
+    from stagegate.policy.gates import judge_look
 
-    verdicts = []
-    for gate in gates:
-        verdict = gate.evaluate(evidence)
-        verdicts.append((verdict, {o: gate.action_for(o) for o in Outcome if o is not Outcome.PASS}))
-    res = decide(verdicts, at_deadline=at_deadline, enough_samples=enough_samples)
+    res = judge_look(
+        gates, evidence, at_deadline=at_deadline, enough_samples=enough_samples, last_step=last_step
+    )
+    verdicts = [(j.verdict, j.action) for j in res.judged]
     if (
         res.decision is Decision.HOLD
         and HUMAN["on_hold"] != "reject"
@@ -195,12 +196,12 @@ def stagegate_pipeline(
     from stagegate.evaluation.offline import paired_offline_evidence
     from stagegate.events.metrics import shadow_samples, split_evidence
     from stagegate.evidence import Evidence
-    from stagegate.plugins import build_gate
+    from stagegate.policy.gates import configure_stage
 
     stages = policy.stages
 
-    def gates(stage: Any) -> list:
-        return [build_gate(spec) for spec in stage.gates]
+    def gates(stage: Any) -> Any:
+        return configure_stage(stage)  # the stage's decision rule and levels, as the flow runs them
 
     def rejected(stage: str, res: Any, days: float, exposed: int, samples: int) -> dict[str, Any]:
         return _result(False, days, exposed, samples, f"{stage}: {res.decision.value}: {res.reason}"[:160])
@@ -267,7 +268,11 @@ def stagegate_pipeline(
                 so_far = pd.concat(frames, ignore_index=True)
                 evidence, n_cand, _ = split_evidence(so_far, "canary", weight, look, history)
                 res = judge(
-                    canary_gates, evidence, at_deadline=hours >= max_hours, enough_samples=n_cand >= min_users
+                    canary_gates,
+                    evidence,
+                    at_deadline=hours >= max_hours,
+                    enough_samples=n_cand >= min_users,
+                    last_step=step == len(cfg.steps),
                 )
                 if res.decision is Decision.CONTINUE:
                     history = (*history, evidence)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.context import PromotionContext, runtime
-from stagegate.decision import Decision, LookDecision, decide
+from stagegate.decision import Decision, LookDecision
 from stagegate.evidence import Evidence
-from stagegate.plugins import build_gate
-from stagegate.verdict import Outcome, Verdict
+from stagegate.policy.gates import StageGates, configure_stage, judge_look
 
 
 @dataclass(frozen=True)
@@ -21,17 +21,17 @@ class StageOutcome:
     reason: str
 
 
-def stage_gates(ctx: PromotionContext, stage: str) -> list:
-    """The stage's gates; without a baseline, gates that need one are dropped (and logged)."""
-    config = getattr(ctx.policy.stages, stage)
-    gates = [build_gate(spec) for spec in config.gates]
+def stage_gates(ctx: PromotionContext, stage: str) -> StageGates:
+    """The stage's gates at its decision rule's levels; without a baseline, gates that need one are
+    dropped (and logged)."""
+    gates = configure_stage(getattr(ctx.policy.stages, stage))
     if ctx.absolute_only:
-        skipped = [g.name for g in gates if getattr(g, "needs_baseline", False)]
+        skipped = [g.name for g in gates if g.needs_baseline]
         if skipped:
             get_run_logger().warning(
                 "no %s: skipping baseline gates %s (absolute_only)", ctx.policy.baseline, skipped
             )
-        gates = [g for g in gates if not getattr(g, "needs_baseline", False)]
+        gates = gates.without_baseline()
     return gates
 
 
@@ -39,22 +39,31 @@ def stage_gates(ctx: PromotionContext, stage: str) -> list:
 def judge(
     ctx: PromotionContext,
     stage: str,
-    gates: list,
-    evidence: Evidence,
+    gates: StageGates,
+    evidence: Evidence | None,
     *,
     step: int,
     look: int,
     at_deadline: bool,
     enough_samples: bool = True,
     stage_run_id: str | None = None,
+    last_step: bool = True,
+    error_streaks: Mapping[str, int] | None = None,
+    measurement_error: str | None = None,
 ) -> LookDecision:
-    """Evaluate every gate on ``evidence``, persist the verdicts, then return the combined decision."""
-    verdicts: list[tuple[Verdict, dict[Outcome, object]]] = []
-    for gate in gates:
-        verdict = gate.evaluate(evidence)
-        actions = {o: gate.action_for(o) for o in Outcome if o is not Outcome.PASS}
-        verdicts.append((verdict, actions))
-    result = decide(verdicts, at_deadline=at_deadline, enough_samples=enough_samples)
+    """Evaluate every gate on ``evidence``, persist the verdicts, then return the combined decision.
+
+    ``measurement_error``: the metric query failed (after its retries), every gate is ERROR for this look.
+    ``error_streaks``: consecutive-error state from the previous look (None: ERROR acts at once)."""
+    result = judge_look(
+        gates,
+        evidence,
+        at_deadline=at_deadline,
+        enough_samples=enough_samples,
+        last_step=last_step,
+        error_streaks=error_streaks,
+        measurement_error=measurement_error,
+    )
     rt = runtime()
     rows = [(j.verdict, j.action.value if j.action else None) for j in result.judged]
     rt.events.record_verdicts(ctx.promotion_id, stage, step, look, rows)  # persisted before anyone acts
@@ -71,5 +80,5 @@ def judge(
             j.verdict.gate,
             j.verdict.message,
         )
-    logger.info("[%s] decision: %s (%s)", stage, result.decision, result.reason)
+    logger.info("[%s] decision: %s (%s, rule %s)", stage, result.decision, result.reason, gates.rule)
     return result

@@ -34,9 +34,12 @@ def rollout_stage(ctx: PromotionContext) -> StageOutcome:
         Split(champion=ctx.champion_version, candidate=ctx.version, candidate_weight=1.0 - config.holdback)
     )
     gates = stage_gates(ctx, "rollout")
-    hours, look, history = 0.0, 0, ()
-    while hours < bake_hours:
-        serve_window(ctx, "rollout", 0, min(config.batch_hours, bake_hours - hours))
+    hours, look, history, streaks = 0.0, 0, (), {}
+    while True:
+        # A look past the bake happens only while a measurement error is tolerated (CONTINUE at the
+        # deadline): the bake never ends on an unmeasured look.
+        window = config.batch_hours if hours >= bake_hours else min(config.batch_hours, bake_hours - hours)
+        serve_window(ctx, "rollout", 0, window)
         hours, look = hours + config.batch_hours, look + 1
         frame = rt.events.load_events(ctx.promotion_id, "rollout")
         evidence, _, _ = split_evidence(frame, "rollout", 1.0 - config.holdback, look, history)
@@ -49,12 +52,16 @@ def rollout_stage(ctx: PromotionContext) -> StageOutcome:
             look=look,
             at_deadline=hours >= bake_hours,
             stage_run_id=run_id,
+            error_streaks=streaks,
         )
+        streaks = result.error_streaks
         if result.decision in (Decision.ROLLBACK, Decision.HOLD):
             return bookkeeping.end(
                 ctx, "rollout", tracker, run_id, result.decision, f"during bake: {result.reason}"
             )
         history = (*history, evidence)
+        if hours >= bake_hours and result.decision is not Decision.CONTINUE:
+            break
     set_split(Split(champion=ctx.version))
     return bookkeeping.end(
         ctx, "rollout", tracker, run_id, Decision.ADVANCE, f"baked {bake_hours:g}h without a breach"

@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from stagegate.plugins import UnknownGateType, build_gate
+from stagegate.policy.gates import effective_specs, split_spec, stage_problems
 from stagegate.policy.schema import Policy
 
 
@@ -79,16 +80,8 @@ def parse_policy(data: Any, file: str = "<policy>") -> Policy:
     except ValidationError as exc:
         raise PolicyError(_pydantic_problems(file, exc)) from None
     problems: list[Problem] = []
-    for stage, index, spec in policy.gate_specs():
-        where = f"stages.{stage}.gates[{index}]"
-        try:
-            build_gate(spec)
-        except UnknownGateType as exc:
-            problems.append(Problem(file, f"{where}.type", str(exc)))
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems(file, exc, prefix=where))
-        except (TypeError, ValueError) as exc:
-            problems.append(Problem(file, where, str(exc)))
+    for stage, config in policy.stages.configured():
+        problems.extend(_gate_problems(file, stage, config))
     if policy.approvals != "auto":
         for stage, config in policy.stages.configured():
             if getattr(config, "approval", None) and not policy.approvals.approvers:
@@ -96,6 +89,41 @@ def parse_policy(data: Any, file: str = "<policy>") -> Policy:
     if problems:
         raise PolicyError(problems)
     return policy
+
+
+def _gate_problems(file: str, stage: str, config: Any) -> list[Problem]:
+    """Each gate entry: the pipeline's fields (role, margin, error limit), then the gate type's own schema
+    on the spec the flow will run (margins and the decision rule's levels written in)."""
+    problems = []
+    for index, spec in enumerate(config.gates):
+        try:
+            split_spec(spec)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(file, exc, prefix=f"stages.{stage}.gates[{index}]"))
+    if problems:
+        return problems
+    problems = [Problem(file, f"stages.{stage}.{field}", reason) for field, reason in stage_problems(config)]
+    try:
+        specs = effective_specs(config)
+    except ValueError as exc:
+        return [*problems, Problem(file, f"stages.{stage}.decision", str(exc))]
+    for index, (_, spec, twin) in enumerate(specs):
+        where = f"stages.{stage}.gates[{index}]"
+        for built in (spec, twin):
+            if built is None:
+                continue
+            try:
+                build_gate(built)
+            except UnknownGateType as exc:
+                problems.append(Problem(file, f"{where}.type", str(exc)))
+            except ValidationError as exc:
+                problems.extend(_pydantic_problems(file, exc, prefix=where))
+            except (TypeError, ValueError) as exc:
+                problems.append(Problem(file, where, str(exc)))
+            else:
+                continue
+            break  # the twin repeats the spec's problems
+    return problems
 
 
 def resolve_relative(policy_path: str | Path, target: str) -> Path:

@@ -31,8 +31,29 @@ class Approvals(_Strict):
     on_timeout: Literal["reject"] = "reject"
 
 
+class DecisionRule(_Strict):
+    """How a stage's verdicts become one decision (stagegate.decision; docs in its module docstring).
+
+    ``any_harm``: every gate acts on its own verdict; with ``on_inconclusive: record`` a candidate advances
+    when harm was not proven by the deadline. ``risk_aware`` (Schultzberg, Ankargren & Frånberg 2024): every
+    gate has a ``role``; the candidate advances only when every guardrail is proven non-inferior within its
+    ``margin`` and, if success metrics are named, one is proven better; at the deadline it is held for a
+    human. ``alpha`` is split over success metrics; ``power`` is the rule's power, guardrails get
+    ``1 - (1 - power) / G`` each. ``between_steps`` (canary): at an earlier step's deadline with nothing
+    harmful proven, ``ramp`` to the next step or ``hold`` for a human.
+    """
+
+    rule: Literal["risk_aware", "any_harm"] = "any_harm"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="false-success budget of the decision")
+    power: float = Field(default=0.8, gt=0.5, lt=1.0, description="power of the decision at no harm")
+    between_steps: Literal["ramp", "hold"] = "ramp"
+
+
 class _Stage(_Strict):
+    # Each entry is the gate type's own fields plus the pipeline's: role (success | guardrail | quality),
+    # margin (a guardrail's non-inferiority margin) and consecutive_error_limit (stagegate.policy.gates).
     gates: list[dict[str, Any]] = Field(default_factory=list)
+    decision: DecisionRule = Field(default_factory=DecisionRule)
     # Approval points: the flow pauses for a named approver before this stage starts.
     approval: Literal["before"] | None = None
 

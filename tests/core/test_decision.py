@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stagegate.decision import Decision, decide
+from stagegate.decision import Decision, GateLook, decide
 from stagegate.verdict import Action, Outcome, Verdict
 
 ACTS = {Outcome.FAIL: Action.ROLLBACK, Outcome.INCONCLUSIVE: Action.HOLD, Outcome.ERROR: Action.ROLLBACK}
@@ -44,3 +44,13 @@ def test_sample_size_requirement() -> None:
     ok = [(v(Outcome.PASS), ACTS)]
     assert decide(ok, at_deadline=False, enough_samples=False).decision is Decision.CONTINUE
     assert decide(ok, at_deadline=True, enough_samples=False).decision is Decision.HOLD
+
+
+def test_a_tolerated_error_keeps_looking_even_at_the_deadline() -> None:
+    tolerated = GateLook(v(Outcome.ERROR), ACTS, error_tolerated=True)
+    assert decide([tolerated], at_deadline=False).decision is Decision.CONTINUE
+    assert decide([tolerated], at_deadline=True).decision is Decision.CONTINUE
+    # a FAIL elsewhere still wins
+    assert (
+        decide([tolerated, (v(Outcome.FAIL, "bad"), ACTS)], at_deadline=False).decision is Decision.ROLLBACK
+    )
