@@ -63,6 +63,9 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
         raise ValueError(f"{policy_path}: policy is for model {policy.model!r}, not {model!r}")
     rt = runtime()
     rt.registry.get_version(model, version)  # RegistryError names the missing model or version
+    from stagegate.contract import require_version  # ContractError lists every problem; nothing moved yet
+
+    require_version(model, str(version), tracking_uri=rt.workspace.mlflow_uri)
     champion = rt.registry.get_alias(model, policy.baseline)
     if champion is None and policy.on_missing_baseline == "refuse":
         raise LookupError(
