@@ -7,9 +7,9 @@
     # a stagegate workspace (the simulator's logs, exported to Parquet first):
     python -m examples.sklearn_ranker.train --workspace "$STAGEGATE_HOME"
 
-It prints the registered version; ``stagegate promote recsys-ranker <version> --policy ...`` takes it
-from there. Nothing here imports stagegate except for the workspace shortcut and the contract's
-signature (which you could equally write by hand: docs/bring-your-own.md).
+It prints the registered version; ``stagegate promote --model recsys-ranker --version <version>
+--policy ...`` takes it from there. Nothing here imports stagegate except for the workspace shortcut
+and the contract's signature (which you could equally write by hand: docs/bring-your-own.md).
 """
 
 from __future__ import annotations
