@@ -17,6 +17,7 @@ start after the training log ends: a source that breaks either raises ValueError
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -255,7 +256,7 @@ class WorkspaceOfflineData:
         path = self.folder / f"{name}.parquet"
         if always or not path.exists():
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{id(self)}.tmp")  # atomic: a reader never sees half a file
+            tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")  # atomic: no reader sees half a file
             pq.write_table(make(), tmp)
             tmp.replace(path)
         return str(path)
@@ -265,9 +266,9 @@ class WorkspaceOfflineData:
         if self.folder is None:
             reader: Any = _InMemory({k: make() for k, make in makers.items()})
         else:
-            locations = {
-                k: self._location(k, make, always=k == "catalogue" == name) for k, make in makers.items()
-            }
+            # the catalogue's stock moves as the world serves: rewrite it whenever it is asked for
+            fresh = {"catalogue"} if name == "catalogue" else set()
+            locations = {k: self._location(k, make, always=k in fresh) for k, make in makers.items()}
             reader = ParquetOfflineData(ParquetOfflineData.Config(**locations))
         return getattr(reader, name)()
 
