@@ -77,11 +77,16 @@ class ExternalRanker:
             accepts_k = any(p.name == PARAM_K for p in params)
         self.accepts_k = accepts_k
 
-    def _answer(self, ctx: RequestContext, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _answer(
+        self, ctx: RequestContext, k: int, full: bool = False
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The model's ranked ids and scores per request; ``full``: every candidate ranked."""
         frame = contract_frame(ctx, k)
+        if full:
+            k = max((len(c) for c in frame["candidate_items"]), default=k)
         params = {PARAM_K: int(k)} if self.accepts_k else None
         out = self.model.predict(frame, params=params) if params else self.model.predict(frame)
-        return validate_output(out, frame, k, who=self.name)
+        return validate_output(out, frame, k, who=self.name, full=full)
 
     def recommend_with_scores(self, ctx: RequestContext, m: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, m) item ids, best first, and their scores."""
@@ -94,9 +99,9 @@ class ExternalRanker:
         return self.recommend_with_scores(ctx, k)[0]
 
     def scores(self, ctx: RequestContext) -> np.ndarray:
-        """(n, n_items): the model's scores where it ranked an item, -inf where it did not."""
+        """(n, n_items): the model's scores of every candidate (all of them ranked), -inf elsewhere."""
         n_items = np.asarray(ctx.in_stock).shape[-1]
-        ids, scores = self._answer(ctx, 1)
+        ids, scores = self._answer(ctx, 1, full=True)
         out = np.full((ctx.n, n_items), -np.inf)
         for i, (row_ids, row_scores) in enumerate(zip(ids, scores, strict=True)):
             out[i, row_ids] = row_scores
@@ -104,9 +109,11 @@ class ExternalRanker:
 
 
 def validate_output(
-    out: Any, frame: Any, k: int, who: str = "model"
+    out: Any, frame: Any, k: int, who: str = "model", full: bool = False
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The ranked ids and scores of ``out``, in ``frame``'s row order; RankingOutputError otherwise."""
+    """The ranked ids and scores of ``out``, in ``frame``'s row order; RankingOutputError otherwise.
+
+    Each row needs at least ``k`` items, or (``full``) every one of its candidates."""
     import pandas as pd
 
     if not isinstance(out, pd.DataFrame):
@@ -135,11 +142,12 @@ def validate_output(
         ids = np.asarray(ids_col[j] if ids_col[j] is not None else [], dtype=np.int64)
         scores = np.asarray(scores_col[j] if scores_col[j] is not None else [], dtype=float)
         where = f"{who}: request {request}"
-        if len(ids) < k:
-            raise RankingOutputError(f"{where}: {len(ids)} items ranked, {k} needed")
+        candidates = np.asarray(frame["candidate_items"].iloc[row])
+        needed = len(candidates) if full else k
+        if len(ids) < needed:
+            raise RankingOutputError(f"{where}: {len(ids)} items ranked, {needed} needed")
         if len(np.unique(ids)) != len(ids):
             raise RankingOutputError(f"{where}: an item is ranked twice")
-        candidates = np.asarray(frame["candidate_items"].iloc[row])
         unknown = ids[~np.isin(ids, candidates)]
         if unknown.size:
             raise RankingOutputError(f"{where}: items {unknown[:5].tolist()} are not among the candidates")

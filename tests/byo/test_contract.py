@@ -168,6 +168,8 @@ def test_adapter_serves_a_well_behaved_model() -> None:
     assert ids.shape == scores.shape == (5, 4)
     full = ranker.scores(ctx)
     assert full.shape == (5, 12) and np.isneginf(full[:, [1, 4, 7]]).all()
+    assert np.isfinite(np.delete(full, [1, 4, 7], axis=1)).all()  # every candidate scored
+    assert model.calls[-1][1] == {"k": 9}
 
 
 def _reverse_rows(out: pd.DataFrame) -> pd.DataFrame:
