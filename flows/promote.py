@@ -74,6 +74,9 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
     for done in reconcile(rt, model):  # a crashed promotion of this model is closed before a new one opens
         get_run_logger().warning("reconcile: %s", done.line())
     rt.registry.get_version(model, version)  # RegistryError names the missing model or version
+    from stagegate.contract import require_version  # ContractError lists every problem; nothing moved yet
+
+    require_version(model, str(version), tracking_uri=rt.workspace.mlflow_uri)
     champion = rt.registry.get_alias(model, policy.baseline)
     if champion is None and policy.on_missing_baseline == "refuse":
         raise LookupError(

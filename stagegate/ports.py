@@ -331,6 +331,7 @@ IMPRESSIONS_SCHEMA = pa.schema(
         pa.field("slate_index", pa.int16(), metadata={"required": "no"}),
         pa.field("stock_at_serve", pa.list_(pa.int64()), metadata={"required": "no"}),
         pa.field("in_stock_at_serve", pa.binary(), metadata={"required": "no"}),
+        pa.field("recent_items", pa.list_(pa.int32()), metadata={"required": "no"}),
     ]
 )
 

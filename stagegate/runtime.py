@@ -132,12 +132,11 @@ class Runtime:
     def holdout(self) -> list[ServedBatch]:
         """The logged requests after the training cut-off (the offline and simulation stages' data), in
         groups that carry the stock and item ages *at serving time*, not the log's last snapshot."""
-        if self._holdout is None:
-            from stagegate.world.batch import serving_batches, take
+        if self._holdout is None:  # through the OfflineData port: the workspace's Parquet or your own
+            from stagegate.evaluation.logs import holdout_batches
 
-            rows = np.flatnonzero(self.history.context.t >= float(self.manifest["holdout_start_day"]))
-            publish_day = self.world.catalog_public().sort_values("item_id")["publish_day"].to_numpy(float)
-            self._holdout = serving_batches(take(self.history, rows), publish_day)
+            data = self.offline_data
+            self._holdout = holdout_batches(data.holdout(), data.catalogue())
         return self._holdout
 
     def holdout_ranker(self, model: str, version: str) -> ReplayRanker:

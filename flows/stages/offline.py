@@ -1,4 +1,8 @@
-"""Offline stage: validate the held-out logged data, then score champion and candidate on the same users."""
+"""Offline stage: validate the held-out logged data, then score champion and candidate on the same users.
+
+The data comes through the OfflineData port (stagegate.ports): the hold-out and training log as
+impressions tables (the workspace's Parquet, or your own: docs/bring-your-own.md) and the catalogue.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +18,28 @@ from stagegate.policy.load import resolve_relative
 
 @flow(name="offline", log_prints=True)
 def offline_stage(ctx: PromotionContext) -> StageOutcome:
-    from stagegate.evaluation.expectations import served_batch_to_frame, validate_frame
+    from stagegate.evaluation.expectations import validate_holdout
+    from stagegate.evaluation.logs import batch_from_table
     from stagegate.evaluation.offline import evaluate_offline, paired_offline_evidence
 
     rt = runtime()
     config = ctx.policy.stages.offline
     tracker, run_id = bookkeeping.begin(ctx, "offline")
-    holdout, train = rt.holdout(), rt.training_log()
+    data = rt.offline_data
+    catalogue = data.catalogue()
+    holdout = rt.holdout()  # data.holdout() in serving-time groups, shared with the simulation stage
+    train = batch_from_table(data.training_log(), catalogue)
 
     if config.expectations:
         suite = resolve_relative(ctx.policy_path, config.expectations)
-        report = validate_frame(served_batch_to_frame(holdout), suite)
+        report = validate_holdout(data.holdout(), holdout, suite)
         tracker.log_json(run_id, report.to_dict(), "expectations.json")
         if not report.success:
             reason = f"evaluation data failed its expectation suite {config.expectations}: {report.summary()}"
             get_run_logger().error(reason)
             return bookkeeping.end(ctx, "offline", tracker, run_id, Decision.ROLLBACK, reason)
 
-    catalog = rt.world.catalog_public()
+    catalog = catalogue.to_pandas()
     kwargs = {"k": config.k, "label": config.label, "train_log": train}
     candidate = evaluate_offline(rt.holdout_ranker(ctx.model, ctx.version), holdout, catalog, **kwargs)
     if ctx.champion_version is None:

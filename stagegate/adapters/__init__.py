@@ -4,6 +4,7 @@
 
 - ``stagegate.traffic``: ``file`` (:class:`stagegate.traffic.simulated.FileTrafficController`)
 - ``stagegate.metrics``: ``events`` (:class:`stagegate.adapters.metrics.EventStoreMetricSource`)
-- ``stagegate.offline_data``: ``workspace`` (:class:`stagegate.adapters.offline.WorkspaceOfflineData`)
+- ``stagegate.offline_data``: ``workspace`` (:class:`stagegate.adapters.offline.WorkspaceOfflineData`) and
+  ``parquet`` (:class:`stagegate.adapters.offline.ParquetOfflineData`, your own logs, local or on S3)
 - ``stagegate.clock``: ``simulated`` and ``wall`` (:mod:`stagegate.adapters.clock`)
 """

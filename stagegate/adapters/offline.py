@@ -1,16 +1,30 @@
-"""The ``workspace`` offline-data source: the simulated world's logged history and public catalogue, as
-Arrow tables in the port's schema (stagegate.ports.IMPRESSIONS_SCHEMA, CATALOGUE_SCHEMA).
+"""Offline-data sources: logged impressions and the public catalogue as Arrow tables in the port's schema
+(stagegate.ports.IMPRESSIONS_SCHEMA, CATALOGUE_SCHEMA), read from Parquet.
 
-The same columns written as Parquet (``pyarrow.parquet.write_table``) are what a warehouse or a folder
-of Parquet files must provide to replace it.
+- ``parquet`` (:class:`ParquetOfflineData`): your own logs. Three locations, each a local path, a
+  ``file://`` URL or an ``s3://bucket/key`` URL (read with boto3, credentials from boto3's own chain:
+  environment, ``~/.aws``, instance role; ``endpoint_url`` for S3-compatible stores such as SeaweedFS or
+  MinIO). A location ending in ``/`` (or a local folder) is every ``*.parquet`` under it, concatenated in
+  name order.
+- ``workspace`` (:class:`WorkspaceOfflineData`): the simulator's history, which it writes once as Parquet
+  in exactly that schema (``<workspace>/offline/``) and then reads back through the same reader, so the
+  demo takes the same path as your logs.
+
+Every table is checked against its schema (:func:`stagegate.ports.check_table`), and the hold-out must
+start after the training log ends: a source that breaks either raises ValueError naming the location.
 """
 
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from stagegate.ports import CATALOGUE_SCHEMA, EMBEDDING_PREFIX, IMPRESSIONS_SCHEMA, check_table
@@ -53,6 +67,7 @@ def impressions_table(batch: Any) -> pa.Table:
             [row.tobytes() for row in np.asarray(v, np.uint8)], pa.binary()
         ),
     }
+    columns["recent_items"] = _list_column(np.asarray(ctx.recent_items, np.int32), pa.list_(pa.int32()))
     for name, convert in optional.items():
         value = getattr(batch, name, None)
         if value is not None:
@@ -71,8 +86,139 @@ def catalogue_table(frame: Any) -> pa.Table:
     return check_table(table, CATALOGUE_SCHEMA, "catalogue", extra_prefix=EMBEDDING_PREFIX)
 
 
+def _s3_client(endpoint_url: str | None, region: str | None) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+
+
+def read_parquet(location: str, *, endpoint_url: str | None = None, region: str | None = None) -> pa.Table:
+    """One Arrow table from a Parquet file or folder, local or on S3 (see the module docstring).
+
+    OSError names the location when it cannot be read (missing file, no such bucket or key, no access).
+    """
+    parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = _s3_client(endpoint_url, region)
+        bucket, key = parsed.netloc, parsed.path.lstrip("/")
+        try:
+            if key.endswith("/") or not key:
+                pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+                keys = sorted(
+                    o["Key"]
+                    for page in pages
+                    for o in page.get("Contents", [])
+                    if o["Key"].endswith(".parquet")
+                )
+                if not keys:
+                    raise OSError(f"{location}: no .parquet objects under this prefix")
+            else:
+                keys = [key]
+            parts = [
+                pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
+                for k in keys
+            ]
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"{location}: cannot read from S3: {exc}") from exc
+        return _concat(parts, location)
+    if parsed.scheme not in ("", "file"):
+        raise OSError(f"{location}: unsupported scheme {parsed.scheme!r} (use a path, file:// or s3://)")
+    path = Path(parsed.path if parsed.scheme == "file" else location)
+    if path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+        if not files:
+            raise OSError(f"{location}: no .parquet files in this folder")
+        return _concat([pq.read_table(f) for f in files], location)
+    if not path.exists():
+        raise OSError(f"{location}: no such file")
+    return pq.read_table(path)
+
+
+def _concat(parts: list[pa.Table], location: str) -> pa.Table:
+    try:
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{location}: the Parquet files disagree on their schema: {exc}") from exc
+
+
+def check_no_overlap(training: pa.Table, holdout: pa.Table, where: str) -> None:
+    """The hold-out must begin after the training log ends (the OfflineData contract)."""
+    import pyarrow.compute as pc
+
+    if training.num_rows and holdout.num_rows:
+        last, first = pc.max(training["t"]).as_py(), pc.min(holdout["t"]).as_py()
+        if last >= first:
+            raise ValueError(
+                f"{where}: the training log (up to t={last}) overlaps the hold-out (from t={first})"
+            )
+
+
+def export_parquet(source: Any, folder: str | Path) -> dict[str, Path]:
+    """Write an OfflineData source's three tables as ``holdout.parquet``, ``training_log.parquet`` and
+    ``catalogue.parquet`` in ``folder`` (atomically, file by file); returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in ("holdout", "training_log", "catalogue"):
+        path = folder / f"{name}.parquet"
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(getattr(source, name)(), tmp)
+        tmp.replace(path)
+        out[name] = path
+    return out
+
+
+class ParquetOfflineData:
+    """Your logs as Parquet: hold-out and training log (IMPRESSIONS_SCHEMA), catalogue (CATALOGUE_SCHEMA)."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        holdout: str
+        training_log: str
+        catalogue: str
+        #: an S3-compatible endpoint (SeaweedFS, MinIO, ...); None for AWS itself
+        endpoint_url: str | None = None
+        region: str | None = None
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._tables: dict[str, pa.Table] = {}
+
+    @classmethod
+    def from_config(cls, config: Config, host: Any = None) -> ParquetOfflineData:
+        return cls(config)
+
+    def _read(self, name: str, schema: pa.Schema, extra_prefix: str | None = None) -> pa.Table:
+        if name not in self._tables:
+            location = getattr(self.config, name)
+            table = read_parquet(location, endpoint_url=self.config.endpoint_url, region=self.config.region)
+            self._tables[name] = check_table(table, schema, f"{name} ({location})", extra_prefix=extra_prefix)
+        return self._tables[name]
+
+    def holdout(self) -> pa.Table:
+        holdout = self._read("holdout", IMPRESSIONS_SCHEMA)
+        check_no_overlap(self._read("training_log", IMPRESSIONS_SCHEMA), holdout, self.config.holdout)
+        return holdout
+
+    def training_log(self) -> pa.Table:
+        return self._read("training_log", IMPRESSIONS_SCHEMA)
+
+    def catalogue(self) -> pa.Table:
+        return self._read("catalogue", CATALOGUE_SCHEMA, extra_prefix=EMBEDDING_PREFIX)
+
+
 class WorkspaceOfflineData:
-    """Hold-out and training log split at the workspace manifest's ``holdout_start_day``."""
+    """The simulator's history split at the workspace manifest's ``holdout_start_day``, written once as
+    Parquet in ``<workspace>/offline/`` and read back through :class:`ParquetOfflineData`.
+
+    The catalogue is the world's public catalogue *now* (its stock moves as the world serves), so it is
+    rewritten on every call; the impressions are the fixed pre-promotion history.
+    """
+
+    FOLDER = "offline"
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -84,15 +230,66 @@ class WorkspaceOfflineData:
     def from_config(cls, config: Config, host: Any) -> WorkspaceOfflineData:
         return cls(host)
 
-    def holdout(self) -> pa.Table:
+    @property
+    def folder(self) -> Path | None:
+        """Where the Parquet files go; None for a host without a workspace (a test double): in memory."""
+        workspace = getattr(self.host, "workspace", None)
+        return Path(workspace.root) / self.FOLDER if workspace is not None else None
+
+    def _tables(self) -> dict[str, Any]:
         from stagegate.world.batch import take
 
-        history = self.host.history
-        cut = float(self.host.manifest["holdout_start_day"])
-        return impressions_table(take(history, np.flatnonzero(history.context.t >= cut)))
+        def holdout() -> pa.Table:
+            history = self.host.history
+            cut = float(self.host.manifest["holdout_start_day"])
+            return impressions_table(take(history, np.flatnonzero(history.context.t >= cut)))
+
+        return {
+            "holdout": holdout,
+            "training_log": lambda: impressions_table(self.host.training_log()),
+            "catalogue": lambda: catalogue_table(self.host.world.catalog_public()),
+        }
+
+    def _location(self, name: str, make: Any, always: bool) -> str:
+        """The Parquet file of ``name``, written from the simulator if missing (or if ``always``)."""
+        assert self.folder is not None
+        path = self.folder / f"{name}.parquet"
+        if always or not path.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")  # atomic: no reader sees half a file
+            pq.write_table(make(), tmp)
+            tmp.replace(path)
+        return str(path)
+
+    def _get(self, name: str) -> pa.Table:
+        makers = self._tables()
+        if self.folder is None:
+            reader: Any = _InMemory({k: make() for k, make in makers.items()})
+        else:
+            # the catalogue's stock moves as the world serves: rewrite it whenever it is asked for
+            fresh = {"catalogue"} if name == "catalogue" else set()
+            locations = {k: self._location(k, make, always=k in fresh) for k, make in makers.items()}
+            reader = ParquetOfflineData(ParquetOfflineData.Config(**locations))
+        return getattr(reader, name)()
+
+    def holdout(self) -> pa.Table:
+        return self._get("holdout")
 
     def training_log(self) -> pa.Table:
-        return impressions_table(self.host.training_log())
+        return self._get("training_log")
 
     def catalogue(self) -> pa.Table:
-        return catalogue_table(self.host.world.catalog_public())
+        return self._get("catalogue")
+
+
+class _InMemory(ParquetOfflineData):
+    """ParquetOfflineData's checks over tables already in memory."""
+
+    def __init__(self, tables: dict[str, pa.Table]) -> None:
+        super().__init__(
+            ParquetOfflineData.Config(holdout="<memory>", training_log="<memory>", catalogue="<memory>")
+        )
+        self._given = tables
+
+    def _read(self, name: str, schema: pa.Schema, extra_prefix: str | None = None) -> pa.Table:
+        return check_table(self._given[name], schema, name, extra_prefix=extra_prefix)

@@ -51,6 +51,9 @@ FRAME_COLUMNS = (
     "max_pscore",
 )
 ARMS = ("champion", "candidate")
+#: What a suite validates (its ``frame`` key): ``served`` = served_batch_to_frame (codes as names, the
+#: default), ``impressions`` = impressions_frame (the OfflineData table's own columns and types).
+FRAMES = ("served", "impressions")
 _ENTRY_KEYS = {"expectation", "kwargs", "columns", "meta"}
 
 
@@ -202,11 +205,13 @@ def load_suite(path: str | Path) -> tuple[str, list[ExpectationSpec]]:
         raise SuiteFormatError(f"{path}: not valid YAML: {exc}") from exc
     name = path.stem
     if isinstance(doc, Mapping):
-        unknown = set(doc) - {"name", "expectations"}
+        unknown = set(doc) - {"name", "expectations", "frame"}
         if unknown:
             raise SuiteFormatError(
-                f"{path}: unknown top-level keys {sorted(unknown)} (allowed: name, expectations)"
+                f"{path}: unknown top-level keys {sorted(unknown)} (allowed: name, expectations, frame)"
             )
+        if doc.get("frame", "served") not in FRAMES:
+            raise SuiteFormatError(f"{path}: frame {doc.get('frame')!r} is not one of {list(FRAMES)}")
         name = str(doc.get("name", name))
         entries = doc.get("expectations")
     else:
@@ -249,9 +254,13 @@ def build_suite(path: str | Path, context: Any = None) -> Any:
     GX objects resolve through the process's current data context, so an ephemeral one is made first
     unless ``context`` is given (GX would otherwise look for a file context in the working directory).
     """
+    name, specs = load_suite(path)
+    return _build(name, specs, str(path), context)
+
+
+def _build(name: str, specs: Sequence[ExpectationSpec], where: str, context: Any = None) -> Any:
     import great_expectations as gx
 
-    name, specs = load_suite(path)
     if context is None:
         context = _ephemeral_context()
     suite = gx.ExpectationSuite(name=name)
@@ -259,7 +268,7 @@ def build_suite(path: str | Path, context: Any = None) -> Any:
         cls = getattr(gx.expectations, spec.expectation, None)
         if not (isinstance(cls, type) and issubclass(cls, gx.expectations.Expectation)):
             raise SuiteFormatError(
-                f"{path}: entry {spec.entry}: unknown expectation {spec.expectation!r} "
+                f"{where}: entry {spec.entry}: unknown expectation {spec.expectation!r} "
                 "(not in gx.expectations)"
             )
         try:
@@ -267,7 +276,7 @@ def build_suite(path: str | Path, context: Any = None) -> Any:
         except Exception as exc:  # pydantic validation errors of the GX class
             detail = " ".join(str(exc).split())
             raise SuiteFormatError(
-                f"{path}: entry {spec.entry} ({spec.expectation}): invalid kwargs: {detail}"
+                f"{where}: entry {spec.entry} ({spec.expectation}): invalid kwargs: {detail}"
             ) from exc
     return suite
 
@@ -278,16 +287,23 @@ def validate_frame(df: pd.DataFrame, suite_path: str | Path) -> ExpectationRepor
     Every expectation runs; one that raises inside GX (e.g. its column is missing) counts as failed with
     the exception's message. SuiteFormatError if the suite file is malformed.
     """
+    name, specs = load_suite(suite_path)
+    return validate_specs(df, name, specs, str(suite_path))
+
+
+def validate_specs(
+    df: pd.DataFrame, name: str, specs: Sequence[ExpectationSpec], where: str
+) -> ExpectationReport:
+    """Validate ``df`` against parsed expectations (``where``: the suite's file, for messages)."""
     import great_expectations as gx
 
     context = _ephemeral_context()
-    suite = build_suite(suite_path, context)
+    suite = context.suites.add(_build(name, specs, where, context))
     batch_def = (
         context.data_sources.add_pandas("stagegate")
         .add_dataframe_asset("eval_events")
         .add_batch_definition_whole_dataframe("all_rows")
     )
-    suite = context.suites.add(suite)
     validation = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite.name}-validation", data=batch_def, suite=suite)
     )
@@ -295,7 +311,7 @@ def validate_frame(df: pd.DataFrame, suite_path: str | Path) -> ExpectationRepor
     rows = tuple(_row(r) for r in result.results)
     return ExpectationReport(
         suite_name=suite.name,
-        suite_path=str(suite_path),
+        suite_path=where,
         success=bool(result.success) and all(r.success for r in rows),
         n_rows=len(df),
         rows=rows,
@@ -305,6 +321,114 @@ def validate_frame(df: pd.DataFrame, suite_path: str | Path) -> ExpectationRepor
 def validate_served(log: ServedBatch | Sequence[ServedBatch], suite_path: str | Path) -> ExpectationReport:
     """``validate_frame(served_batch_to_frame(log), suite_path)``."""
     return validate_frame(served_batch_to_frame(log), suite_path)
+
+
+# -- the OfflineData table itself ---------------------------------------------------------------------------
+
+#: numpy dtype names of the schema's scalar Arrow types, as GX's ExpectColumnValuesToBeOfType reads them
+_NUMPY_TYPE = {"int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "double": "float64",
+               "float": "float32", "bool": "bool"}  # fmt: skip
+
+
+def suite_frame(path: str | Path) -> str:
+    """The ``frame`` a suite file validates (``served`` unless it says ``impressions``)."""
+    doc = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else None
+    return str(doc.get("frame", "served")) if isinstance(doc, Mapping) else "served"
+
+
+def impressions_frame(table: Any) -> pd.DataFrame:
+    """One row per request of an impressions table (stagegate.ports.IMPRESSIONS_SCHEMA), types kept.
+
+    Scalar columns keep their Arrow type as a numpy dtype (a null turns an integer column into float64,
+    which the type expectations catch); a list column ``x`` stays a column of Python lists, with
+    ``x_len`` (entries per row) and ``x_value_type`` (the Arrow element type, e.g. ``int32``) beside it;
+    ``n_clicks``, ``n_purchases``, ``min_pscore`` and ``max_pscore`` are derived as in the served frame.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: dict[str, Any] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_list(column.type):
+            out[name] = pd.Series(column.to_pylist(), dtype=object)
+            out[f"{name}_len"] = np.asarray(pc.list_value_length(column).fill_null(-1), dtype=np.int64)
+            out[f"{name}_value_type"] = np.full(table.num_rows, str(column.type.value_type), dtype=object)
+        elif pa.types.is_binary(column.type):
+            out[name] = pd.Series(column.to_pylist(), dtype=object)
+        else:
+            out[name] = column.to_pandas()
+    for name, derived in (("clicks", "n_clicks"), ("purchases", "n_purchases")):
+        if name in table.column_names and pa.types.is_list(table.column(name).type):
+            flat = pc.list_flatten(table.column(name)).cast(pa.int64())
+            parents = np.asarray(pc.list_parent_indices(table.column(name)), dtype=np.int64)
+            out[derived] = np.bincount(parents, weights=np.asarray(flat, float), minlength=table.num_rows)
+    if "pscore" in table.column_names and pa.types.is_list(table.column("pscore").type):
+        rows = table.column("pscore").to_pylist()
+        out["min_pscore"] = np.array([min(r) if r else np.nan for r in rows], dtype=float)
+        out["max_pscore"] = np.array([max(r) if r else np.nan for r in rows], dtype=float)
+    return pd.DataFrame(out)
+
+
+def schema_specs(schema: Any, present: Sequence[str]) -> list[ExpectationSpec]:
+    """The expectations an Arrow schema implies for :func:`impressions_frame`: every required column
+    exists and has no nulls; every column present has the schema's type (lists: a list per row and the
+    element type). Derived from the schema itself, so the suite cannot drift from it."""
+    import pyarrow as pa
+
+    specs: list[ExpectationSpec] = []
+    for i, f in enumerate(schema):
+        required = (f.metadata or {}).get(b"required") == b"yes"
+        if not required and f.name not in present:
+            continue
+        specs.append(ExpectationSpec("ExpectColumnToExist", {"column": f.name}, i))
+        if not f.nullable:
+            specs.append(ExpectationSpec("ExpectColumnValuesToNotBeNull", {"column": f.name}, i))
+        if pa.types.is_list(f.type):
+            specs.append(
+                ExpectationSpec("ExpectColumnValuesToBeOfType", {"column": f.name, "type_": "list"}, i)
+            )
+            specs.append(
+                ExpectationSpec(
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": f"{f.name}_value_type", "value_set": [str(f.type.value_type)]},
+                    i,
+                )
+            )
+        elif pa.types.is_binary(f.type):
+            specs.append(
+                ExpectationSpec("ExpectColumnValuesToBeOfType", {"column": f.name, "type_": "bytes"}, i)
+            )
+        else:
+            type_ = _NUMPY_TYPE[str(f.type)]
+            specs.append(
+                ExpectationSpec("ExpectColumnValuesToBeOfType", {"column": f.name, "type_": type_}, i)
+            )
+    return specs
+
+
+def validate_holdout(table: Any, batches: Any, suite_path: str | Path) -> ExpectationReport:
+    """The offline stage's data check: the impressions table against its schema (:func:`schema_specs` of
+    IMPRESSIONS_SCHEMA) and the policy's suite. A suite with ``frame: impressions`` runs on the same
+    impressions frame; a ``served`` suite on ``served_batch_to_frame(batches)`` (the same requests as
+    ServedBatch objects). One report: it succeeds only if every expectation of both does."""
+    from stagegate.ports import IMPRESSIONS_SCHEMA
+
+    name, specs = load_suite(suite_path)
+    frame = impressions_frame(table)
+    own = schema_specs(IMPRESSIONS_SCHEMA, table.column_names)
+    if suite_frame(suite_path) == "impressions":
+        return validate_specs(frame, name, own + specs, str(suite_path))
+    schema_report = validate_specs(frame, "impressions_schema", own, "stagegate.ports.IMPRESSIONS_SCHEMA")
+    served = validate_specs(served_batch_to_frame(batches), name, specs, str(suite_path))
+    return ExpectationReport(
+        suite_name=f"{schema_report.suite_name}+{served.suite_name}",
+        suite_path=str(suite_path),
+        success=schema_report.success and served.success,
+        n_rows=served.n_rows,
+        rows=schema_report.rows + served.rows,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -194,3 +194,157 @@ class UserIndex:
             self.inverse[ok] * n_codes + codes[ok], minlength=self.n_users * n_codes
         ).reshape(self.n_users, n_codes)
         return np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), -1)
+
+
+# -- logs read from the OfflineData port (Arrow tables in stagegate.ports.IMPRESSIONS_SCHEMA) ---------------
+
+#: Recent items a reconstructed context carries when the log has no ``recent_items`` column.
+HISTORY_LEN = 10
+
+
+def _fixed_width(table: Any, name: str, dtype: Any) -> np.ndarray:
+    """A list column whose rows all have the same length as an ``(n, width)`` array; ValueError if ragged."""
+    import pyarrow as pa
+
+    column = table.column(name).combine_chunks()
+    if isinstance(column, pa.ChunkedArray):  # an empty table
+        column = pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type)
+    n = len(column)
+    lengths = np.asarray(column.value_lengths().fill_null(0), dtype=np.int64) if n else np.zeros(0, np.int64)
+    width = int(lengths[0]) if n else 0
+    if n and (lengths != width).any():
+        bad = int(np.flatnonzero(lengths != width)[0])
+        raise ValueError(f"column {name!r}: row {bad} has {lengths[bad]} entries, row 0 has {width}")
+    values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=dtype)
+    return values.reshape(n, width)
+
+
+def _padded(table: Any, name: str, width: int | None = None) -> np.ndarray:
+    """A ragged list<int> column as ``(n, width)`` int32, -1 padded (width: the longest row)."""
+    rows = table.column(name).to_pylist()
+    width = width if width is not None else max((len(r or []) for r in rows), default=0)
+    out = np.full((len(rows), width), -1, dtype=np.int32)
+    for i, row in enumerate(rows):
+        row = [v for v in (row or []) if v is not None and v >= 0][:width]
+        out[i, : len(row)] = row
+    return out
+
+
+def recent_from_log(
+    user_id: np.ndarray, t: np.ndarray, items: np.ndarray, engaged: np.ndarray, h: int = HISTORY_LEN
+) -> np.ndarray:
+    """Per request, the user's ``h`` most recent clicked or purchased items *before* it, newest first, from
+    the log itself (``engaged`` = clicks | purchases per slot); -1 padded. For logs without recent_items."""
+    n = len(user_id)
+    out = np.full((n, h), -1, dtype=np.int32)
+    order = np.lexsort((np.arange(n), t, user_id))  # by user, then time; ties in log order
+    last_user, recent = None, []
+    for i in order:
+        if user_id[i] != last_user:
+            last_user, recent = user_id[i], []
+        if recent:
+            row = recent[-h:][::-1]
+            out[i, : len(row)] = row
+        clicked = items[i][engaged[i]]
+        for item in clicked[::-1]:  # best position first counts as most recent of the request's clicks
+            if item in recent:
+                recent.remove(item)
+        recent.extend(int(x) for x in clicked[::-1])
+    return out
+
+
+def catalogue_state(catalogue: Any, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(publish_day, in_stock, item_age_days)`` of a CATALOGUE_SCHEMA table (or its pandas frame) at time
+    ``t``, in item_id order; item ids must be ``0..n_items-1`` (ValueError otherwise)."""
+    frame = (
+        catalogue.to_pandas()
+        if hasattr(catalogue, "to_pandas") and not hasattr(catalogue, "iloc")
+        else catalogue
+    )
+    frame = frame.sort_values("item_id")
+    ids = frame["item_id"].to_numpy(dtype=np.int64)
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise ValueError("catalogue: item_id must be 0..n_items-1 without gaps (the rankers index by it)")
+    publish = frame["publish_day"].to_numpy(dtype=float)
+    in_stock = frame["stock"].to_numpy() > 0 if "stock" in frame.columns else np.ones(len(ids), dtype=bool)
+    age = np.where(publish <= t, t - publish, np.inf)
+    return publish, in_stock & (publish <= t), age
+
+
+def batch_from_table(table: Any, catalogue: Any) -> ServedBatch:
+    """A logged-impressions table (stagegate.ports.IMPRESSIONS_SCHEMA, checked here) as a ServedBatch.
+
+    The context's per-item state is the catalogue's at the log's last request (a log with
+    ``in_stock_at_serve`` is split by serving-time snapshot with :func:`holdout_batches`). Without a
+    ``recent_items`` column, each request's recent items are rebuilt from the log (:func:`recent_from_log`).
+    Slate columns must have one length for every row.
+    """
+    from stagegate.ports import IMPRESSIONS_SCHEMA, check_table
+
+    check_table(table, IMPRESSIONS_SCHEMA, "impressions")
+
+    def col(name: str, dtype: Any) -> np.ndarray:
+        return np.asarray(table.column(name).to_numpy(), dtype=dtype)
+
+    def present(name: str) -> bool:
+        return name in table.column_names and table.column(name).null_count == 0
+
+    n = table.num_rows
+    t = col("t", float)
+    items = _fixed_width(table, "items", np.int32)
+    clicks = _fixed_width(table, "clicks", bool)
+    purchases = _fixed_width(table, "purchases", bool)
+    _, in_stock, age = catalogue_state(catalogue, float(t.max()) if n else 0.0)
+    user_id = col("user_id", np.int64)
+    if present("recent_items"):
+        recent = _padded(table, "recent_items")
+    else:
+        recent = recent_from_log(user_id, t, items, clicks | purchases)
+    ctx = RequestContext(
+        request_id=col("request_id", np.int64),
+        t=t,
+        user_id=user_id,
+        hour=col("hour", np.int8),
+        device=col("device", np.int8),
+        user_segment=col("user_segment", np.int8),
+        recent_items=recent,
+        in_stock=in_stock,
+        item_age_days=age,
+    )
+    optional: dict[str, Any] = {}
+    for name, dtype in (("pscore_prefix", float), ("stock_at_serve", np.int64)):
+        if present(name):
+            optional[name] = _fixed_width(table, name, dtype)
+    for name, dtype in (("session_id", np.int64), ("slate_index", np.int16)):
+        if present(name):
+            optional[name] = col(name, dtype)
+    if present("in_stock_at_serve"):
+        rows = table.column("in_stock_at_serve").to_pylist()
+        widths = {len(r) for r in rows}
+        if len(widths) > 1:
+            raise ValueError(
+                f"column 'in_stock_at_serve': rows have {sorted(widths)} bytes, expected one width"
+            )
+        optional["in_stock_at_serve"] = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(n, -1)
+    return ServedBatch(
+        context=ctx,
+        arm=col("arm", np.int8),
+        items=items,
+        pscore=_fixed_width(table, "pscore", float),
+        clicks=clicks,
+        purchases=purchases,
+        revenue=col("revenue", float),
+        latency_ms=col("latency_ms", float),
+        error=col("error", bool),
+        **optional,
+    )
+
+
+def holdout_batches(table: Any, catalogue: Any) -> list[ServedBatch]:
+    """The hold-out table as serving-time groups (stagegate.world.batch.serving_batches): each group's
+    context carries the stock and item ages when its requests were served."""
+    from stagegate.world.batch import serving_batches
+
+    batch = batch_from_table(table, catalogue)
+    publish, _, _ = catalogue_state(catalogue, 0.0)
+    return serving_batches(batch, publish)

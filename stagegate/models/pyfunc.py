@@ -226,11 +226,24 @@ def log_ranker(
 
 
 def load_ranker(model_uri: str) -> Ranker:
-    """The Ranker inside a logged pyfunc model (e.g. ``models:/recsys-ranker@champion``)."""
+    """The Ranker of a logged pyfunc model (e.g. ``models:/recsys-ranker@champion``).
+
+    A stagegate recipe model gives back the ranker it wraps; any other pyfunc model (one that meets the
+    ranking contract, stagegate.contract) is served through stagegate.models.external.ExternalRanker,
+    which checks every answer.
+    """
     import mlflow.pyfunc
 
-    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    return wrapper.ranker
+    from stagegate.models.external import ExternalRanker
+
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    try:
+        wrapper = loaded.unwrap_python_model()
+    except Exception:  # not a python_model flavour (e.g. a model logged by another library's flavour)
+        wrapper = None
+    if wrapper is not None and type(wrapper).__name__ == "RankerPyfunc" and hasattr(wrapper, "ranker"):
+        return wrapper.ranker
+    return ExternalRanker(loaded, name=model_uri)
 
 
 def load_recipe_artifact(model_uri: str) -> Recipe:
