@@ -235,6 +235,7 @@ def make_promo(
     for _ in (1, 2):
         run = client.create_run(experiment).info.run_id
         client.log_text(run, "placeholder: these tests never load the model", "model/README")
+        _log_contract_mlmodel(client, run, root)
         client.create_model_version(model, f"runs:/{run}/model", run_id=run)
     client.set_registered_model_alias(model, "champion", "1")
     FileTrafficController(root / "traffic.json").set_split(Split(champion="1"))
@@ -318,3 +319,16 @@ def cli(promo: Promo, *args: str, timeout: float = 90.0) -> subprocess.Completed
         text=True,
         timeout=timeout,
     )
+
+
+def _log_contract_mlmodel(client: object, run: str, scratch: Path) -> None:
+    """An MLmodel file that declares the ranking contract's signature (stagegate.contract): promotions open
+    only for versions that meet it, and these tests never load the model itself."""
+    from mlflow.models import Model
+
+    from stagegate.contract import contract_signature
+
+    folder = scratch / f"mlmodel-{run}"
+    folder.mkdir()
+    Model(run_id=run, artifact_path="model", signature=contract_signature()).save(str(folder / "MLmodel"))
+    client.log_artifact(run, str(folder / "MLmodel"), "model")
