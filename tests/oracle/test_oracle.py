@@ -91,11 +91,23 @@ def test_cli_prints_json(tmp_path: Path) -> None:
     from stagegate.cli import app
 
     result = CliRunner().invoke(
-        app, ["world", "oracle", str(ZOO / "neutral_retrain.yaml"), "--seeds", "2", "--days", "1"]
+        app,
+        [
+            "world",
+            "oracle",
+            str(ZOO / "neutral_retrain.yaml"),
+            "--seeds",
+            "2",
+            "--days",
+            "1",
+            "--policy",
+            str(ROOT / "policies" / "default.yaml"),
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output[result.output.index("{") :])
     assert data["recipes"]["neutral_retrain"]["label"] in {"harmful", "good", "neutral", "unresolved"}
     assert data["recipes"]["neutral_retrain"]["seeds"] == 2  # --seeds is the cap
+    assert "purchases_per_user" in [g["metric"] for g in data["protection"]["guardrails"]]
     bad = CliRunner().invoke(app, ["world", "oracle", str(tmp_path / "missing.yaml"), "--seeds", "2"])
     assert bad.exit_code != 0
