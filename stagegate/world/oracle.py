@@ -260,8 +260,8 @@ def adaptive_ground_truth(
     its target, or ``max_seeds`` is reached. The stopping rule looks only at the spread of the per-seed
     effects, never at their mean, so the intervals keep (nearly) their coverage: a variance-only stopping
     rule is Stein's two-stage idea, while stopping when a label is proven would be optional stopping.
-    Adds ``"stopped": "resolved" | "cap"``, ``"half_width": {metric: ...}`` and
-    ``"unresolved": [metrics above their target]`` to the result.
+    Adds ``"stopped": "resolved" | "cap"``, ``"half_width": {metric: ...}``, ``"unresolved": [metrics above
+    their target]`` and ``"not_applicable": [metrics the world cannot measure]`` to the result.
     """
     if min_seeds < 2 or max_seeds < min_seeds or step < 1:
         raise ValueError(
@@ -282,14 +282,17 @@ def adaptive_ground_truth(
             seeds.append(seed)
         out = _collect(per_arm, days, seeds, n_users)
         widths = half_widths(out["per_seed"], resolution)
-        # NaN (undefined) counts as unresolved: more seeds may define it, and it never passes for resolved
-        unresolved = [m for m, w in widths.items() if not w <= resolution[m][1]]
+        # a metric the world cannot measure (the champion's own value is NaN on every seed, e.g. out-of-stock
+        # clicks in a world without stock) is not applicable; otherwise NaN counts as unresolved
+        na = [m for m in resolution if not np.isfinite(out["per_seed"]["champion"][m]).any()]
+        unresolved = [m for m, w in widths.items() if m not in na and not w <= resolution[m][1]]
         if not unresolved or len(seeds) >= max_seeds:
             break
         target = min(len(seeds) + step, max_seeds)
     out["stopped"] = "cap" if unresolved else "resolved"
     out["half_width"] = widths
     out["unresolved"] = unresolved
+    out["not_applicable"] = na
     return out
 
 

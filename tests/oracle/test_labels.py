@@ -193,6 +193,17 @@ def test_adaptive_seeds_stop_when_resolved_or_at_the_cap(monkeypatch) -> None:
     capped = adaptive_ground_truth(_FakeWorld(0.2), None, None, need, min_seeds=4, max_seeds=8)
     assert capped["stopped"] == "cap" and len(capped["seeds"]) == 8
     assert capped["unresolved"] == ["revenue_per_user"]
+
+    # a metric the world cannot measure (NaN for the champion) does not hold the seeds back
+    def nan_pair(world, seed, days, n_users, champion, candidate, temperature):
+        ch, ca = fake_pair(world, seed, days, n_users, champion, candidate, temperature)
+        return {**ch, "oos_click_share_realised": np.nan}, {**ca, "oos_click_share_realised": np.nan}
+
+    monkeypatch.setattr(wo, "_seed_pair", nan_pair)
+    both = {**need, "oos_click_share_realised": ("difference", 0.01)}
+    res = adaptive_ground_truth(_FakeWorld(0.005), None, None, both, min_seeds=4, max_seeds=16)
+    assert res["stopped"] == "resolved" and len(res["seeds"]) == 4
+    assert res["not_applicable"] == ["oos_click_share_realised"]
     with pytest.raises(ValueError, match="no ground truth for metrics"):
         adaptive_ground_truth(_FakeWorld(0.1), None, None, {"ndcg": ("relative", 0.02)})
 
