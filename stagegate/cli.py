@@ -118,9 +118,10 @@ def world_init(
 @world_app.command("oracle")
 def world_oracle(
     recipe: Path = typer.Argument(..., help="recipe YAML, or a folder of recipes"),
-    seeds: int = typer.Option(10, help="ground-truth seeds (common random numbers per seed)"),
+    seeds: int = typer.Option(16, help="at most this many seeds (added 4 at a time until resolved)"),
     days: float = typer.Option(7.0, help="simulated days at 100% per arm"),
     size: str = typer.Option("small", help="world size preset: demo or small"),
+    policy: Path = typer.Option(None, help="policy whose canary guardrails the labels protect"),
 ) -> None:
     """True effect of RECIPE at 100% against the champion in the live world (JSON; benchmarks only)."""
     quiet_environment()
@@ -128,7 +129,7 @@ def world_oracle(
     from stagegate.oracle import oracle_command
 
     try:
-        oracle_command(recipe, seeds, days, size)
+        oracle_command(recipe, seeds, days, size, policy)
     except (RecipeError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
 

@@ -42,6 +42,26 @@ def _aligned(users: np.ndarray, ids: np.ndarray, values: np.ndarray) -> np.ndarr
     return out
 
 
+def holdout_traffic(holdout: Any) -> Any:
+    """The hold-out's request contexts (it may come in groups, one per serving snapshot)."""
+    from stagegate.world.batch import concat
+
+    return (holdout if isinstance(holdout, ServedBatch) else concat(list(holdout))).context
+
+
+def twin_arm(twin: Any, ranker: Any, traffic: Any, config: Any) -> tuple[np.ndarray, dict, list]:
+    """One arm in the twin as the stage runs it: ``config.seeds`` runs of ``config.days`` days; (user ids,
+    per-user metrics averaged over the runs, the runs)."""
+    runs = [twin.simulate(ranker, traffic, config.days, seed=s) for s in range(config.seeds)]
+    return runs[0].user_ids, {m: np.mean([r.metrics[m] for r in runs], axis=0) for m in runs[0].metrics}, runs
+
+
+def twin_effect(candidate: dict[str, np.ndarray], champion: dict[str, np.ndarray]) -> dict[str, float]:
+    """The twin's relative effect per metric: candidate / champion − 1 of the per-user means (the totals
+    the simulation gates compare)."""
+    return {m: float(np.mean(candidate[m]) / np.mean(champion[m]) - 1.0) for m in champion}
+
+
 def simulation_evidence(
     candidate: Any,
     champion: Any | None,
@@ -57,21 +77,14 @@ def simulation_evidence(
 
     catalog = catalog.sort_values("item_id")
     price = catalog["price"].to_numpy(float)  # splits a request's revenue over its purchased slots
-    from stagegate.world.batch import concat
 
     twin = TwinWorld.fit(train_log, catalog)
-    # the hold-out may come in groups (one per serving snapshot); the twin needs only the request contexts
-    traffic = (holdout if isinstance(holdout, ServedBatch) else concat(list(holdout))).context
+    traffic = holdout_traffic(holdout)
     arms_twin = {}
     for arm, ranker in ((CANDIDATE, candidate), (CHAMPION, champion)):
         if ranker is None:
             continue
-        runs = [twin.simulate(ranker, traffic, config.days, seed=s) for s in range(config.seeds)]
-        arms_twin[arm] = (
-            runs[0].user_ids,
-            {m: np.mean([r.metrics[m] for r in runs], axis=0) for m in runs[0].metrics},
-            runs,
-        )
+        arms_twin[arm] = twin_arm(twin, ranker, traffic, config)
     users = arms_twin[CANDIDATE][0]
     metrics: dict[str, dict[str, np.ndarray]] = {arm: dict(v[1]) for arm, v in arms_twin.items()}
     records: dict[str, Any] = {
@@ -88,6 +101,8 @@ def simulation_evidence(
             },
         }
     }
+    if CHAMPION in metrics:
+        records["twin"]["effect"] = twin_effect(metrics[CANDIDATE], metrics[CHAMPION])
 
     estimators = list(dict.fromkeys([config.estimator, *config.estimators]))
     options = {"estimators": estimators, "per": "user", "clip": config.clip, "price": price}
@@ -131,7 +146,29 @@ def simulation_stage(ctx: PromotionContext) -> StageOutcome:
         rt.world.catalog_public(),
         config,
     )
+    calibrated, records["calibration"] = calibrated_context(ctx)
     for name, record in records.items():
         tracker.log_json(run_id, record, f"{name}.json")
     tracker.log_metrics(run_id, {k: v for k, v in _scalar_metrics(records).items() if np.isfinite(v)})
-    return bookkeeping.judge_once(ctx, "simulation", tracker, run_id, evidence)
+    return bookkeeping.judge_once(calibrated, "simulation", tracker, run_id, evidence)
+
+
+def calibrated_gates(config: Any, record: Any = "default") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The simulation stage's gate entries as the stage runs them: a gate on a twin metric rolls back only
+    where the twin's calibration supports that metric, else it holds
+    (:func:`stagegate.world.twin_calibration.restrict_gates`); and what was decided, for the stage's run.
+    ``record``: a calibration record, None (no record), or "default" (:func:`load_record`)."""
+    from stagegate.world.twin_calibration import load_record, restrict_gates
+
+    data = load_record() if isinstance(record, str) and record == "default" else record
+    gates, notes = restrict_gates(config.gates, data)
+    return gates, {"record": None if data is None else data.get("path", "given"), "notes": notes}
+
+
+def calibrated_context(ctx: PromotionContext) -> tuple[PromotionContext, dict[str, Any]]:
+    """``ctx`` with its policy's simulation gates restricted to what the twin's calibration supports."""
+    stages = ctx.policy.stages
+    gates, info = calibrated_gates(stages.simulation)
+    simulation = stages.simulation.model_copy(update={"gates": gates})
+    policy = ctx.policy.model_copy(update={"stages": stages.model_copy(update={"simulation": simulation})})
+    return ctx.model_copy(update={"policy": policy}), info

@@ -8,6 +8,7 @@ several seeds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -138,6 +139,61 @@ def _run_arm(
     return out
 
 
+def _seed_pair(
+    world: TruthWorld,
+    seed: int,
+    days: float,
+    n_users: int,
+    champion: Ranker,
+    candidate: Ranker,
+    explore_temperature: float | None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(champion arm, candidate arm) of one seed: two forks with the same random numbers."""
+    return (
+        _run_arm(world, seed, days, n_users, champion, None, explore_temperature),
+        _run_arm(world, seed, days, n_users, champion, candidate, explore_temperature),
+    )
+
+
+def effects(champion: np.ndarray, candidate: np.ndarray, scale: str) -> np.ndarray:
+    """Per-seed effects, vectorised: ``relative`` (candidate / champion − 1, NaN where the champion is 0)
+    or ``difference`` (candidate − champion)."""
+    ch, ca = np.asarray(champion, dtype=float), np.asarray(candidate, dtype=float)
+    if scale == "difference":
+        return ca - ch
+    if scale != "relative":
+        raise ValueError(f"unknown effect scale {scale!r} (relative or difference)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ch != 0, ca / np.where(ch != 0, ch, 1.0) - 1.0, np.nan)
+
+
+#: the default scale of each metric: satisfaction is an interval quantity around 0, the rest are relative
+SCALES = {m: ("difference" if m == "mean_satisfaction" else "relative") for m in METRICS}
+
+
+def _collect(
+    per_arm: dict[str, list[dict[str, float]]], days: float, seeds: list[int], n_users: int
+) -> dict[str, Any]:
+    per_seed = {
+        arm: {m: np.array([r[m] for r in rows], dtype=float) for m in METRICS}
+        for arm, rows in per_arm.items()
+    }
+    effect_per_seed = {
+        m: effects(per_seed["champion"][m], per_seed["candidate"][m], SCALES[m]) for m in METRICS
+    }
+    return {
+        "days": days,
+        "seeds": seeds,
+        "n_users": n_users,
+        "champion": {m: float(np.mean(v)) for m, v in per_seed["champion"].items()},
+        "candidate": {m: float(np.mean(v)) for m, v in per_seed["candidate"].items()},
+        "effect": {m: float(np.mean(v)) for m, v in effect_per_seed.items()},
+        "effect_per_seed": {m: v.tolist() for m, v in effect_per_seed.items()},
+        "ci95": {m: _t_interval(v) for m, v in effect_per_seed.items()},
+        "per_seed": {arm: {m: v.tolist() for m, v in d.items()} for arm, d in per_seed.items()},
+    }
+
+
 def ground_truth(
     world: TruthWorld,
     champion: Ranker,
@@ -151,43 +207,93 @@ def ground_truth(
     For each seed, two forks of the world share their random numbers (CRN); one serves the champion to
     everyone, the other the candidate, both served alike (Plackett–Luce at ``explore_temperature``, as every
     arm is served live), so that an exact copy of the champion has an effect of exactly 0. Effects are
-    relative: candidate / champion − 1 of the population totals. Metrics without a suffix are computed from
-    the world's expected outcomes per shown slot (low noise); ``*_realised`` from the sampled clicks and
-    purchases. Returns ``{"days", "seeds", "n_users", "champion": {metric: mean}, "candidate": {...},
-    "effect": {...}, "effect_per_seed": {metric: [...]}, "ci95": {metric: [lo, hi]}}`` with a t interval
-    over seeds.
+    relative: candidate / champion − 1 of the population totals (``mean_satisfaction``: the difference).
+    Metrics without a suffix are computed from the world's expected outcomes per shown slot (low noise);
+    ``*_realised`` from the sampled clicks and purchases. Returns ``{"days", "seeds", "n_users", "champion":
+    {metric: mean}, "candidate": {...}, "effect": {...}, "effect_per_seed": {metric: [...]}, "ci95": {metric:
+    [lo, hi]}, "per_seed": {arm: {metric: [...]}}}`` with a t interval over seeds.
     The world itself is not advanced.
     """
     seeds = list(seeds)
     if not seeds:
         raise ValueError("ground_truth needs at least one seed")
-    end_day = world.now + days
-    n_users = int((world._users.join_day <= end_day).sum())
+    n_users = _eligible(world, days)
     per_arm: dict[str, list[dict[str, float]]] = {"champion": [], "candidate": []}
     for seed in seeds:
-        per_arm["champion"].append(_run_arm(world, seed, days, n_users, champion, None, explore_temperature))
-        per_arm["candidate"].append(
-            _run_arm(world, seed, days, n_users, champion, candidate, explore_temperature)
+        ch, ca = _seed_pair(world, seed, days, n_users, champion, candidate, explore_temperature)
+        per_arm["champion"].append(ch)
+        per_arm["candidate"].append(ca)
+    return _collect(per_arm, days, seeds, n_users)
+
+
+def _eligible(world: TruthWorld, days: float) -> int:
+    return int((world._users.join_day <= world.now + days).sum())
+
+
+def half_widths(
+    per_seed: dict[str, dict[str, Any]], resolution: Mapping[str, tuple[str, float]]
+) -> dict[str, float]:
+    """Half-width of the 95 % t interval of each metric's effect (on its scale), NaN when undefined."""
+    out = {}
+    for m, (scale, _) in resolution.items():
+        lo, hi = _t_interval(effects(per_seed["champion"][m], per_seed["candidate"][m], scale))
+        out[m] = (hi - lo) / 2.0
+    return out
+
+
+def adaptive_ground_truth(
+    world: TruthWorld,
+    champion: Ranker,
+    candidate: Ranker,
+    resolution: Mapping[str, tuple[str, float]],
+    *,
+    days: float = 7.0,
+    min_seeds: int = 4,
+    max_seeds: int = 16,
+    step: int = 4,
+    explore_temperature: float | None = 0.3,
+) -> dict[str, Any]:
+    """:func:`ground_truth` with as many seeds as the labelled metrics need, within a cap.
+
+    ``resolution`` maps each labelled metric to (scale, half-width target). Seeds 0, 1, … are added ``step``
+    at a time from ``min_seeds`` until the 95 % t interval of every labelled metric has a half-width below
+    its target, or ``max_seeds`` is reached. The stopping rule looks only at the spread of the per-seed
+    effects, never at their mean, so the intervals keep (nearly) their coverage: a variance-only stopping
+    rule is Stein's two-stage idea, while stopping when a label is proven would be optional stopping.
+    Adds ``"stopped": "resolved" | "cap"``, ``"half_width": {metric: ...}``, ``"unresolved": [metrics above
+    their target]`` and ``"not_applicable": [metrics the world cannot measure]`` to the result.
+    """
+    if min_seeds < 2 or max_seeds < min_seeds or step < 1:
+        raise ValueError(
+            f"need 2 <= min_seeds <= max_seeds and step >= 1, got {min_seeds}, {max_seeds}, {step}"
         )
-    effect_per_seed: dict[str, list[float]] = {}
-    for m in METRICS:
-        effects = []
-        for ca, ch in zip(per_arm["candidate"], per_arm["champion"], strict=True):
-            if m == "mean_satisfaction":  # an interval quantity around 0: report the difference
-                effects.append(ca[m] - ch[m])
-            else:
-                effects.append(ca[m] / ch[m] - 1.0 if ch[m] else np.nan)
-        effect_per_seed[m] = effects
-    return {
-        "days": days,
-        "seeds": seeds,
-        "n_users": n_users,
-        "champion": {m: float(np.mean([r[m] for r in per_arm["champion"]])) for m in METRICS},
-        "candidate": {m: float(np.mean([r[m] for r in per_arm["candidate"]])) for m in METRICS},
-        "effect": {m: float(np.mean(v)) for m, v in effect_per_seed.items()},
-        "effect_per_seed": effect_per_seed,
-        "ci95": {m: _t_interval(v) for m, v in effect_per_seed.items()},
-    }
+    unknown = sorted(set(resolution) - set(METRICS))
+    if unknown:
+        raise ValueError(f"no ground truth for metrics {unknown}; known: {', '.join(METRICS)}")
+    n_users = _eligible(world, days)
+    per_arm: dict[str, list[dict[str, float]]] = {"champion": [], "candidate": []}
+    seeds: list[int] = []
+    target = min_seeds
+    while True:
+        for seed in range(len(seeds), target):
+            ch, ca = _seed_pair(world, seed, days, n_users, champion, candidate, explore_temperature)
+            per_arm["champion"].append(ch)
+            per_arm["candidate"].append(ca)
+            seeds.append(seed)
+        out = _collect(per_arm, days, seeds, n_users)
+        widths = half_widths(out["per_seed"], resolution)
+        # a metric the world cannot measure (the champion's own value is NaN on every seed, e.g. out-of-stock
+        # clicks in a world without stock) is not applicable; otherwise NaN counts as unresolved
+        na = [m for m in resolution if not np.isfinite(out["per_seed"]["champion"][m]).any()]
+        unresolved = [m for m, w in widths.items() if m not in na and not w <= resolution[m][1]]
+        if not unresolved or len(seeds) >= max_seeds:
+            break
+        target = min(len(seeds) + step, max_seeds)
+    out["stopped"] = "cap" if unresolved else "resolved"
+    out["half_width"] = widths
+    out["unresolved"] = unresolved
+    out["not_applicable"] = na
+    return out
 
 
 def _t_interval(values: list[float]) -> list[float]:

@@ -142,3 +142,28 @@ def test_policies_validate_with_the_new_simulation_fields() -> None:
     for name in ("default", "demo"):
         sim = load_policy(ROOT / "policies" / f"{name}.yaml").stages.simulation
         assert sim is not None and sim.days > 0 and "dr" in sim.estimators
+
+
+def test_taste_weight_is_chosen_out_of_sample(zoo, twin) -> None:
+    assert twin.info["taste_weight_source"].startswith("hold-out")
+    assert twin.info["taste_weight"] <= twin.info["taste_weight_in_sample"]
+    before = TwinWorld.fit(zoo.train_logs, zoo.catalog, taste_holdout=0.0)
+    assert before.info["taste_weight_source"] == "in-sample"
+    assert before.info["taste_weight"] == twin.info["taste_weight_in_sample"]
+    with pytest.raises(ValueError, match="taste_holdout"):
+        TwinWorld.fit(zoo.train_logs, zoo.catalog, taste_holdout=1.0)
+
+
+def test_no_taste_in_the_log_means_no_taste_term(zoo) -> None:
+    """Known truth: with the click rows shuffled across requests, clicks carry no user-item affinity. The
+    factors still memorise them in sample (a positive weight there); the hold-out weight is 0."""
+    from dataclasses import replace
+
+    from stagegate.world.batch import concat
+
+    logs = zoo.train_logs if not isinstance(zoo.train_logs, list) else concat(zoo.train_logs)
+    perm = np.random.default_rng(3).permutation(logs.n)
+    shuffled = replace(logs, clicks=logs.clicks[perm], purchases=logs.purchases[perm])
+    twin = TwinWorld.fit(shuffled, zoo.catalog)
+    assert twin.info["taste_weight_in_sample"] > 0
+    assert twin.info["taste_weight"] == 0.0
