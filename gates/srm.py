@@ -47,14 +47,19 @@ class SrmGate(Gate):
         # Only the trailing run of looks with the current split is comparable with it; users counted before
         # the split changed are subtracted.
         same = [_same_split(look, arms, weights) for look in looks]
-        first = len(looks) - 1
-        while first > 0 and same[first - 1]:
-            first -= 1
         # An arm the split sends traffic to but with no user yet is absent from the evidence: it has 0 users
         # (a candidate with none while the champion has thousands is exactly what this gate must catch).
         counts = np.array(
             [[look.arms[a].n_users if a in look.arms else 0 for a in arms] for look in looks], dtype=float
         )
+        # Cumulative counts that fall from one look to the next mark a new ramp step whose evidence restarts
+        # (a history carried across the canary's steps): the run of comparable looks starts there too.
+        restarted = np.r_[False, np.any(np.diff(counts, axis=0) < 0, axis=1)]
+        first = len(looks) - 1
+        while first > 0 and same[first - 1] and not restarted[first]:
+            first -= 1
+        if first > 0 and restarted[first]:
+            counts, first = counts[first:], 0
         base = counts[first - 1] if first > 0 else np.zeros(len(arms))
         counts = counts[first:] - base
         if np.any(counts < 0):

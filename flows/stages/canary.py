@@ -1,12 +1,14 @@
 """Canary stage: the candidate serves a growing share of users (sticky by user hash), step by step.
 
-After every batch the gates look at the step's cumulative evidence (with the step's earlier looks as
+After every batch the gates look at the step's cumulative evidence (with every earlier look of the canary as
 history, for sequential gates), and the stage's decision rule (stagegate.decision) turns the verdicts into
 one decision. Within a step: roll back as soon as the rule says so; move to the next step once it says
 advance (under ``risk_aware``: every guardrail proven non-inferior and a success metric proven better, or at
 an earlier step's deadline with nothing harmful proven); at the last step's deadline, what is unproven is held
-for a human. Evidence restarts at each step, because the allocation changes and users move between arms
-(sample-ratio checks are per step, after Eppo's advice).
+for a human. Each step's estimate is its own, because the allocation changes and users move between arms
+(sample-ratio checks are per step, after Eppo's advice); but the history runs across steps, so a sequential
+gate with ``budget: canary`` carries its harm evidence from step to step (e-values multiplied,
+gates.stats.budget) and the canary as a whole, all steps and all its sequential gates, spends one alpha.
 
 The metric query is retried within a look (a Prefect task with retries); a look whose query still fails is
 an ERROR of every gate, counted against each gate's ``consecutive_error_limit`` before it acts, so one
@@ -58,11 +60,12 @@ def run_steps(
     errors are consecutive looks, whatever the step)."""
     streaks: Mapping[str, int] = {}
     total_looks = 0
+    history: tuple[Evidence, ...] = ()  # every look of the canary: gates group it into steps by allocation
     for step, spec in enumerate(config.steps, start=1):
         enter_step(step, spec)
         weight = spec.weight / 100.0
         max_hours = spec.max_hours or config.max_hours_per_step
-        hours, look, history = 0.0, 0, ()
+        hours, look = 0.0, 0
         while True:
             serve(step, config.batch_hours)
             hours, look, total_looks = hours + config.batch_hours, look + 1, total_looks + 1
@@ -86,9 +89,9 @@ def run_steps(
             streaks = result.error_streaks
             if after_look is not None:
                 after_look(total_looks, weight, n_candidate, mixed)
+            if evidence is not None:  # earlier looks keep only what sequential gates need
+                history = (*history, evidence)
             if result.decision is Decision.CONTINUE:
-                if evidence is not None:  # earlier looks keep only what sequential gates need
-                    history = (*history, evidence)
                 continue
             if result.decision is not Decision.ADVANCE:
                 return result.decision, f"step {step} ({spec.weight:g}%): {result.reason}"

@@ -58,3 +58,19 @@ def test_risk_aware_holds_what_the_old_rule_promoted() -> None:
     assert after["advance"] * runs <= 0.05 * runs + 2.33 * np.sqrt(runs * 0.05 * 0.95), after
     assert after["hold"] + after["rollback"] + after["advance"] == 1.0
     assert after["hold"] >= before["hold"]  # what is not proven goes to a human
+
+
+def test_one_false_rollback_budget_for_the_whole_canary() -> None:
+    """A harmless candidate (true effect 0) through every step of policies/default.yaml's canary, with both
+    sequential gates on ``budget: canary``: rolled back at most alpha of the time over the whole canary, all
+    steps and all metrics (binomial upper bound), not steps x metrics x alpha."""
+    new = list(canaries(ROOT / "policies" / "default.yaml").values())[-1]
+    sequential = [g for g in new.gates if g["type"] == "sequential"]
+    assert sequential and all(g.get("budget") == "canary" for g in sequential)
+    assert all(g.get("budget_gates") == len(sequential) for g in sequential)
+    windows = int(new.max_hours_per_step / new.batch_hours)
+    pools = synthetic_pools([s.weight / 100 for s in new.steps], windows, seed=3)
+    runs = 30
+    aa = shares(new, pools, 0.0, runs, seed=7)
+    alpha = new.decision.alpha
+    assert aa["rollback"] * runs <= alpha * runs + 2.33 * np.sqrt(runs * alpha * (1 - alpha)), aa
