@@ -191,7 +191,7 @@ def stagegate_pipeline(
     seed: int,
     min_users_scale: float,
 ) -> dict[str, Any]:
-    from flows.stages.simulation import simulation_evidence
+    from flows.stages.simulation import calibrated_gates, simulation_evidence
     from stagegate.decision import Decision
     from stagegate.evaluation.offline import paired_offline_evidence
     from stagegate.events.metrics import shadow_samples, split_evidence
@@ -215,15 +215,20 @@ def stagegate_pipeline(
         evidence, records = simulation_evidence(
             candidate, zoo.champion, zoo.train_logs, zoo.test_logs, zoo.catalog, stages.simulation
         )
-        res = judge(gates(stages.simulation), evidence, at_deadline=True)
+        # as the flow runs the stage: twin gates act only where the twin's calibration supports the metric
+        calibrated = stages.simulation.model_copy(update={"gates": calibrated_gates(stages.simulation)[0]})
+        res = judge(gates(calibrated), evidence, at_deadline=True)
         twin = records["twin"]
         dr = records["ope_revenue"]
         SIM_LOG[id(candidate)] = {
             "twin_revenue_effect": twin["candidate"]["revenue_per_user"]
             / twin["champion"]["revenue_per_user"]
             - 1,
-            "dr_revenue_effect": dr["candidate"]["dr"]["estimate"] / dr["champion"]["dr"]["estimate"] - 1,
-            "snips_revenue_effect": dr["candidate"]["snips"]["estimate"] / dr["champion"]["snips"]["estimate"]
+            # raw: the estimate before the support diagnostics withhold it (NaN when withheld)
+            "dr_revenue_effect": dr["candidate"]["dr"]["raw_estimate"] / dr["champion"]["dr"]["raw_estimate"]
+            - 1,
+            "snips_revenue_effect": dr["candidate"]["snips"]["raw_estimate"]
+            / dr["champion"]["snips"]["raw_estimate"]
             - 1,
         }
         if res.decision is not Decision.ADVANCE:
