@@ -30,6 +30,7 @@ def gate_types() -> list[str]:
     return sorted(_entry_points())
 
 
+@cache  # EntryPoint.load costs ~20 ms a call, and gates are built at every stage and every look
 def gate_class(type_name: str) -> Any:
     """The class registered for ``type_name``; it must offer ``from_spec`` and ``evaluate``."""
     eps = _entry_points()

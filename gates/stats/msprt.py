@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.special import log_ndtr, logsumexp
+from scipy.special import log_ndtr
 
 Alternative = Literal["two-sided", "less", "greater"]
 
@@ -102,8 +102,19 @@ def log_mixture_lr(
             np.log(w_j) + _log_lr_one(estimate, variance, float(t), null, alternative)
             for t, w_j in zip(taus, w, strict=True)
         ]
-        return logsumexp(np.stack(parts), axis=0)
+        return _logsumexp0(np.stack(parts))
     return _log_lr_one(estimate, variance, float(taus[0]), null, alternative)
+
+
+def _logsumexp0(parts: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(parts), axis=0))`` for a few stacked components, stable (max subtracted). Plain numpy:
+    scipy's logsumexp costs ~0.1 ms a call in its argument handling, and the bisection below calls this
+    80 times per look."""
+    top = parts.max(axis=0)
+    finite = np.isfinite(top)
+    shift = np.where(finite, top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.where(finite, shift + np.log(np.exp(parts - shift).sum(axis=0)), top)
 
 
 def _components(

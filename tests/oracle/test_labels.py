@@ -113,12 +113,30 @@ def test_legacy_truth_without_per_seed_values_uses_its_ci95() -> None:
 
 
 def test_protection_from_both_policy_shapes() -> None:
-    old = protection(ROOT / "policies" / "default.yaml")  # this branch's default.yaml: no roles
+    # the shape before gate roles: every per-user metric gate but the revenue one is a guardrail
+    old = protection(
+        {
+            "stages": {
+                "canary": {
+                    "gates": [
+                        {"type": "srm", "p_value": 0.001},
+                        {"type": "sequential", "metric": "revenue_per_user", "mde": 0.1},
+                        {"type": "sequential", "metric": "purchases_per_user", "mde": 0.1},
+                        {"type": "guardrail", "metric": "error_rate", "max": 0.01},
+                    ]
+                }
+            }
+        }
+    )
     assert old.primary == "revenue_per_user"
     rails = {g.metric: g for g in old.guardrails}
     assert rails["purchases_per_user"].margin == pytest.approx(0.10)  # the sequential gate's mde
     assert {"cold_start_revenue_per_user", "mean_satisfaction"} <= set(rails)
     assert any("error_rate" in u for u in old.unmeasured)
+    # the shipped default.yaml, with roles: purchases is the guardrail at its 10 % margin
+    shipped = protection(ROOT / "policies" / "default.yaml")
+    assert shipped.primary == "revenue_per_user"
+    assert {g.metric: g for g in shipped.guardrails}["purchases_per_user"].margin == pytest.approx(0.10)
     new = protection(
         {
             "stages": {
