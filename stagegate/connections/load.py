@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from stagegate.connections.registry import UnknownAdapter, adapter_class
 from stagegate.connections.secrets import literal_secrets, unresolved
 from stagegate.ports import PORTS
+from stagegate.problems import Problem, ProblemsError, field_path
 
 ENV_VAR = "STAGEGATE_CONNECTIONS"
 WORKSPACE_FILE = "connections.yaml"
@@ -44,22 +45,8 @@ DEFAULT_SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field or '<top level>'}: {self.reason}"
-
-
-class ConnectionsError(ValueError):
+class ConnectionsError(ProblemsError):
     """A connections file that does not validate; ``problems`` lists every one of them."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 class AdapterSpec(BaseModel):
@@ -109,20 +96,13 @@ class Connections:
         return ", ".join(f"{port}: {c.type}" for port, c in self.choices.items())
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _pydantic(file: str, exc: ValidationError, prefix: str, skip: set[str]) -> list[Problem]:
     """Problems from a pydantic error, less those at a field already reported (a literal secret)."""
     problems: list[Problem] = []
     for err in exc.errors():
         # A secret-reference union names each member it tried ("EnvSecret", "PrefectSecret") in the location.
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper()))
-        where = ".".join(x for x in (prefix, _loc(loc)) if x)
+        where = ".".join(x for x in (prefix, field_path(loc)) if x)
         problem = Problem(file, where, err["msg"])
         if where not in skip and problem not in problems:
             problems.append(problem)

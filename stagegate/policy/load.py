@@ -7,7 +7,6 @@ here, not half-way through a canary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,11 @@ from pydantic import ValidationError
 from stagegate.plugins import UnknownGateType, build_gate
 from stagegate.policy.gates import effective_specs, split_spec, stage_problems
 from stagegate.policy.schema import Policy
+from stagegate.problems import Problem, ProblemsError, field_path
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field or '<top level>'}: {self.reason}"
-
-
-class PolicyError(ValueError):
+class PolicyError(ProblemsError):
     """A policy that does not validate; ``problems`` lists every one of them."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _is_union_tag(part: object) -> bool:
@@ -63,7 +42,7 @@ def _pydantic_problems(file: str, exc: ValidationError, prefix: str = "") -> lis
             and isinstance(err.get("input"), dict)
         ):
             continue
-        loc = _path(tuple(p for p in raw if not _is_union_tag(p)))
+        loc = field_path(tuple(p for p in raw if not _is_union_tag(p)))
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         problems.append(Problem(file, field, err["msg"]))
     return problems

@@ -1,0 +1,36 @@
+"""How a file that does not validate is reported: every problem with its file, field and reason.
+
+Shared by the policy loader (stagegate.policy.load) and the connections loader (stagegate.connections.load),
+so that both print ``file: field.path[i]: reason`` the same way and the CLI exits 2 on either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field or '<top level>'}: {self.reason}"
+
+
+class ProblemsError(ValueError):
+    """A file that does not validate; ``problems`` lists every one of them (not just the first)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as a field path: ``stages.canary.gates[2].alpha``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
