@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stagegate.connections.registry import UnknownAdapter, adapter_class
 from stagegate.connections.secrets import literal_secrets, unresolved
 from stagegate.ports import PORTS
-from stagegate.problems import Problem, ProblemsError, field_path
+from stagegate.problems import Problem, ProblemsError, field_path, read_yaml
 
 ENV_VAR = "STAGEGATE_CONNECTIONS"
 WORKSPACE_FILE = "connections.yaml"
@@ -156,18 +155,7 @@ def parse_connections(data: Any, file: str = "<connections>") -> Connections:
 def load_connections(path: str | Path) -> Connections:
     """Read and validate a connections YAML file; raises ConnectionsError naming file, field and reason."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConnectionsError([Problem(file, "", f"cannot read: {exc.strerror or exc}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConnectionsError(
-            [Problem(file, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
-        ) from None
+    data = read_yaml(path, ConnectionsError)
     return parse_connections(data, file)
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from stagegate.plugins import UnknownGateType, build_gate
 from stagegate.policy.gates import effective_specs, split_spec, stage_problems
 from stagegate.policy.schema import Policy
-from stagegate.problems import Problem, ProblemsError, field_path
+from stagegate.problems import Problem, ProblemsError, field_path, read_yaml
 
 
 class PolicyError(ProblemsError):
@@ -123,16 +122,7 @@ def _check_files(policy: Policy, file: str) -> list[Problem]:
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy YAML file; raises PolicyError naming the file, field and reason."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError([Problem(file, "", f"cannot read: {exc.strerror or exc}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise PolicyError([Problem(file, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    data = read_yaml(path, PolicyError)
     policy = parse_policy(data, file)
     problems = _check_files(policy, file)
     if problems:

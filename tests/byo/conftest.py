@@ -3,14 +3,13 @@ version whose signature breaks the ranking contract: built once, copied per test
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stagegate.setup import MODEL, init_workspace
+from tests.workspaces import private_copy
 
 
 def _log_breaking_version(root: Path) -> str:
@@ -57,16 +56,5 @@ def byo_seeded(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture
 def byo_workspace(byo_seeded: dict, tmp_path: Path) -> Iterator[dict]:
     """A private copy of the seeded workspace, with STAGEGATE_HOME pointing at it."""
-    root = tmp_path / "ws"
-    shutil.copytree(byo_seeded["root"], root)
-    old = os.environ.get("STAGEGATE_HOME")
-    os.environ["STAGEGATE_HOME"] = str(root)
-    from flows.context import runtime
-
-    runtime.cache_clear()
-    yield {**byo_seeded, "root": root}
-    runtime.cache_clear()
-    if old is None:
-        os.environ.pop("STAGEGATE_HOME", None)
-    else:
-        os.environ["STAGEGATE_HOME"] = old
+    with private_copy(byo_seeded, tmp_path) as copy:
+        yield copy

@@ -13,40 +13,16 @@ import pytest
 import yaml
 
 from stagegate.setup import MODEL
+from tests.e2e.test_promotion import FAST_STAGES
 
 pytestmark = pytest.mark.slow
 
+# the end-to-end tests' fast stages, with the offline stage validating the hold-out first
 STAGES = {
+    **FAST_STAGES,
     "offline": {
+        **FAST_STAGES["offline"],
         "expectations": str(Path(__file__).resolve().parents[2] / "expectations" / "eval_events.yaml"),
-        "gates": [{"type": "threshold", "metric": "ndcg@10", "min": 0.0}],
-    },
-    "simulation": {
-        "estimator": "dr",
-        "gates": [
-            {
-                "type": "relative",
-                "metric": "revenue_per_user",
-                "min_change": -0.9,
-                "on_inconclusive": "record",
-                "on_error": "record",
-            }
-        ],
-    },
-    "shadow": {
-        "min_requests": 200,
-        "batch_hours": 4,
-        "gates": [{"type": "threshold", "metric": "out_of_stock_share", "max": 0.5}],
-    },
-    "canary": {
-        "steps": [{"weight": 20, "min_users": 20}, {"weight": 50, "min_users": 40}],
-        "batch_hours": 6,
-        "gates": [{"type": "guardrail", "metric": "error_rate", "max": 0.2}],
-    },
-    "rollout": {
-        "bake": "12h",
-        "batch_hours": 6,
-        "gates": [{"type": "guardrail", "metric": "error_rate", "max": 0.2, "on_inconclusive": "record"}],
     },
 }
 
