@@ -7,7 +7,9 @@ does not validate, a model or version that does not exist, a workspace that is n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -42,19 +44,29 @@ def _fail(message: str) -> typer.Exit:
 @policy_app.command("validate")
 def policy_validate(files: list[Path] = typer.Argument(..., help="policy YAML files")) -> None:
     """Validate policies; print every problem (file, field, reason) and exit 2 if there is one."""
-    from stagegate.policy import PolicyError, load_policy
+    from stagegate.policy import load_policy
+
+    def describe(policy: Any) -> str:
+        stages = ", ".join(name for name, _ in policy.stages.configured())
+        return f"model {policy.model}; stages {stages}; {len(policy.gate_specs())} gates"
+
+    _validate_files(files, load_policy, describe)
+
+
+def _validate_files(files: list[Path], load: Callable[[Path], Any], describe: Callable[[Any], str]) -> None:
+    """``file: ok (...)`` per good file; every problem of a bad one (file, field, reason); exit 2 if any."""
+    from stagegate.problems import ProblemsError
 
     bad = False
     for file in files:
         try:
-            policy = load_policy(file)
-        except PolicyError as exc:
+            loaded = load(file)
+        except ProblemsError as exc:
             bad = True
             for problem in exc.problems:
                 typer.secho(str(problem), err=True, fg=typer.colors.RED)
             continue
-        stages = ", ".join(name for name, _ in policy.stages.configured())
-        typer.echo(f"{file}: ok (model {policy.model}; stages {stages}; {len(policy.gate_specs())} gates)")
+        typer.echo(f"{file}: ok ({describe(loaded)})")
     if bad:
         raise typer.Exit(BAD_INPUT)
 
@@ -68,20 +80,9 @@ app.add_typer(connections_app, name="connections")
 @connections_app.command("validate")
 def connections_validate(files: list[Path] = typer.Argument(..., help="connections YAML files")) -> None:
     """Validate connections files; print every problem (file, field, reason) and exit 2 if there is one."""
-    from stagegate.connections import ConnectionsError, load_connections
+    from stagegate.connections import load_connections
 
-    bad = False
-    for file in files:
-        try:
-            connections = load_connections(file)
-        except ConnectionsError as exc:
-            bad = True
-            for problem in exc.problems:
-                typer.secho(str(problem), err=True, fg=typer.colors.RED)
-            continue
-        typer.echo(f"{file}: ok ({connections.describe()})")
-    if bad:
-        raise typer.Exit(BAD_INPUT)
+    _validate_files(files, load_connections, lambda connections: connections.describe())
 
 
 @connections_app.command("show")
