@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 UV     := $(VENV)/bin/uv
 UV_VERSION ?= 0.13.9
 
-.PHONY: install lock demo test lint format bench bench-stats bench-decisions clean browser-deps
+.PHONY: install lock demo test lint format bench bench-stats bench-decisions clean browser-deps integration-deps
 
 # The versions come from uv.lock (committed): every fresh machine installs the same ones. uv itself is
 # bootstrapped into the venv with pip; --inexact keeps it (and pip) installed beside the locked packages.
@@ -26,12 +26,16 @@ lock:
 demo: install
 	$(VENV)/bin/stagegate demo
 
-test: install browser-deps
+test: install browser-deps integration-deps
 	$(PY) -m pytest -q
 
 # The browser tests drive Debian's chromium through Playwright's executable path (no browser download).
 browser-deps:
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The Prometheus adapter's tests run Debian's prometheus server (tests/integrations/test_prometheus.py).
+integration-deps:
+	test -x /usr/bin/prometheus || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 
 lint: install
 	$(VENV)/bin/ruff check .

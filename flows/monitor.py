@@ -167,6 +167,7 @@ def guardrail_monitor(
         )
     serve = _serves_world() if serve_world is None else serve_world
     gates = stage_gates(ctx, stage)
+    getattr(rt.metrics, "check_gates", lambda _: None)(gates)  # a source refuses gates it cannot feed
     logger.info(
         "watching %s of %s v%s with %s (%s)",
         stage,
