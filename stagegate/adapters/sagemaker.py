@@ -352,17 +352,37 @@ class SageMakerTrafficController:
         base = _EXPERIMENT_NAME.sub("-", f"sg-{self.endpoint}-{candidate}").strip("-")
         return f"{base[: 120 - len(stamp) - 1]}-{stamp}"
 
-    def shadow_request(self, split: Split, name: str, candidate_model: str) -> dict[str, Any]:
-        """The ``create_inference_experiment`` request for ``split`` (public so that a test can check it
-        against botocore's service model)."""
+    def shadow_request(
+        self, split: Split, name: str, source: Mapping[str, Any], candidate: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The ``create_inference_experiment`` request for ``split``: ``source`` and ``candidate`` are the
+        champion's and the candidate's production variants as the endpoint config lists them (VariantName,
+        ModelName, InstanceType, InitialInstanceCount). The experiment holds one entry per variant: the
+        production variant on its own infrastructure, the shadow variant running the candidate's model
+        on the ``shadow`` section's. Public so that a test can check it against botocore's model."""
         shadow = self.config.shadow
         if shadow is None:
             raise TrafficError(
                 f"SageMaker endpoint {self.endpoint}: a shadow split needs the `shadow` section "
                 "(role_arn, instance type) in the connections file"
             )
-        source = self._desired_source(split)
+        if "InstanceType" not in source:
+            raise TrafficError(
+                f"SageMaker endpoint {self.endpoint}: production variant {source.get('VariantName')} has no "
+                "InstanceType (serverless?): a shadow experiment needs real-time instances"
+            )
         now = datetime.now(UTC)
+
+        def variant(model: str, variant_name: str, instance_type: str, count: int) -> dict[str, Any]:
+            return {
+                "ModelName": model,
+                "VariantName": variant_name,
+                "InfrastructureConfig": {
+                    "InfrastructureType": "RealTimeInference",
+                    "RealTimeInferenceConfig": {"InstanceType": instance_type, "InstanceCount": count},
+                },
+            }
+
         return {
             "Name": name,
             "Type": "ShadowMode",
@@ -371,20 +391,21 @@ class SageMakerTrafficController:
             "EndpointName": self.endpoint,
             "Schedule": {"StartTime": now, "EndTime": now + timedelta(days=shadow.max_days)},
             "ModelVariants": [
-                {
-                    "ModelName": candidate_model,
-                    "VariantName": shadow.shadow_variant_name,
-                    "InfrastructureConfig": {
-                        "InfrastructureType": "RealTimeInference",
-                        "RealTimeInferenceConfig": {
-                            "InstanceType": shadow.instance_type,
-                            "InstanceCount": shadow.instance_count,
-                        },
-                    },
-                }
+                variant(
+                    str(source["ModelName"]),
+                    str(source["VariantName"]),
+                    str(source["InstanceType"]),
+                    int(source.get("InitialInstanceCount", 1)),
+                ),
+                variant(
+                    str(candidate["ModelName"]),
+                    shadow.shadow_variant_name,
+                    shadow.instance_type,
+                    shadow.instance_count,
+                ),
             ],
             "ShadowModeConfig": {
-                "SourceModelVariantName": source,
+                "SourceModelVariantName": str(source["VariantName"]),
                 "ShadowModelVariants": [
                     {
                         "ShadowModelVariantName": shadow.shadow_variant_name,
@@ -394,36 +415,33 @@ class SageMakerTrafficController:
             },
         }
 
-    def _desired_source(self, split: Split) -> str:
+    def _role_variants(self, split: Split) -> tuple[str, str]:
+        """The champion's and the candidate's variant names for ``split``."""
         if self.config.variants is None:
-            return str(self.config.champion_variant)
-        return self._variant_of(str(split.champion))
+            return str(self.config.champion_variant), str(self.config.candidate_variant)
+        return self._variant_of(str(split.champion)), self._variant_of(str(split.candidate))
 
-    def _candidate_model(self, config_name: str, split: Split) -> str:
-        """The ModelName behind the candidate's production variant, from its endpoint config."""
-        variant = (
-            str(self.config.candidate_variant)
-            if self.config.variants is None
-            else self._variant_of(str(split.candidate))
-        )
+    def _config_variants(self, config_name: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The production variants ``names`` as endpoint config ``config_name`` lists them."""
         cfg = self._call(
             "DescribeEndpointConfig", self.client.describe_endpoint_config, EndpointConfigName=config_name
         )
-        for v in cfg.get("ProductionVariants", []):
-            if v.get("VariantName") == variant:
-                return str(v["ModelName"])
-        raise TrafficError(f"endpoint config {config_name} has no variant {variant} for the shadow model")
+        listed = {v.get("VariantName"): v for v in cfg.get("ProductionVariants", [])}
+        missing = [n for n in names if n not in listed]
+        if missing:
+            raise TrafficError(
+                f"endpoint config {config_name} has no variant(s) {missing} for the shadow test"
+            )
+        return [listed[n] for n in names]
 
     def _start_shadow(self, arn: str, split: Split, desired: Mapping[str, float]) -> None:
         described = self._describe()
-        request = self.shadow_request(
-            split,
-            self._experiment_name(str(split.candidate)),
-            self._candidate_model(str(described["EndpointConfigName"]), split),
+        source, candidate = self._config_variants(
+            str(described["EndpointConfigName"]), self._role_variants(split)
         )
-        source = request["ShadowModeConfig"]["SourceModelVariantName"]
+        request = self.shadow_request(split, self._experiment_name(str(split.candidate)), source, candidate)
         # Recorded before it is created, so that a crash in between still gets it stopped by rollback.
-        self._add_tags(arn, {TAG_SHADOW: request["Name"], TAG_SHADOW_SOURCE: source})
+        self._add_tags(arn, {TAG_SHADOW: request["Name"], TAG_SHADOW_SOURCE: str(source["VariantName"])})
         self._call("CreateInferenceExperiment", self.client.create_inference_experiment, **request)
         self._wait_experiment(request["Name"])
         # The experiment deploys its own endpoint config: the production weights must still be ours.

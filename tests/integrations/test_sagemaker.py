@@ -310,14 +310,20 @@ def test_the_shadow_requests_match_botocores_service_model() -> None:
         ),
         client=object(),
     )
+    source = {"VariantName": "champion", "ModelName": "ranker-v3", "InstanceType": "ml.c5.xlarge"}
+    candidate = {"VariantName": "candidate", "ModelName": "ranker-v4", "InstanceType": "ml.c5.xlarge"}
     request = traffic.shadow_request(
-        Split(champion="3", candidate="4", shadow=True), traffic._experiment_name("4"), "ranker-v4"
+        Split(champion="3", candidate="4", shadow=True), traffic._experiment_name("4"), source, candidate
     )
     report = ParamValidator().validate(
         request, model.operation_model("CreateInferenceExperiment").input_shape
     )
     assert not report.has_errors(), report.generate_report()
     assert request["ShadowModeConfig"]["SourceModelVariantName"] == "champion"
+    assert [(v["VariantName"], v["ModelName"]) for v in request["ModelVariants"]] == [
+        ("champion", "ranker-v3"),
+        ("stagegate-shadow", "ranker-v4"),
+    ]
     assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}", request["Name"])
     stop = {
         "Name": request["Name"],
