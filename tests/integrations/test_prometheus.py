@@ -303,3 +303,16 @@ def test_the_documented_connections_files_validate(tmp_path: Path, monkeypatch: 
         path = tmp_path / f"example{index}.yaml"
         path.write_text(block, encoding="utf-8")
         assert load_connections(path).choices["metrics"].type == "prometheus"
+
+
+def test_the_default_policys_canary_gates_are_refused_by_name() -> None:
+    """What the guardrail monitor passes to check_gates: a policy stage's configured gates."""
+    from stagegate.policy import load_policy
+    from stagegate.policy.gates import configure_stage
+
+    gates = configure_stage(load_policy(ROOT / "policies" / "default.yaml").stages.canary)
+    with pytest.raises(UnjudgeableGates) as info:
+        source("http://127.0.0.1:1").check_gates(gates)
+    for configured in gates:
+        if configured.gate.type != "threshold":
+            assert repr(configured.name) in str(info.value)
