@@ -9,7 +9,9 @@ Routes (docs/adapters/argo-flagger.md has the tools' side):
 - ``POST /flagger/confirm-traffic-increase``, ``/flagger/confirm-promotion``, ``/flagger/rollback``: Flagger's
   webhook payload (``name``, ``namespace``, ``phase``, ``checksum``, ``metadata``: string to string; our
   keys ``promotion``, ``step``, ``weight``, ``start``, ``end``). The status is the answer
-  (:func:`stagegate.judge.verdicts.status_for`); the body is the same JSON as Argo's.
+  (:func:`stagegate.judge.verdicts.status_for`); the body is the same JSON as Argo's. One exception:
+  Flagger asks confirm-traffic-increase before the canary's first step, when there is nothing to
+  measure; that first increase is let through once per revision (:meth:`Judge.open_first_step`).
 - ``GET /healthz``: the stage and gates being applied.
 
 Bad input (an unknown metadata key, a naive timestamp, an empty window) is 400 and never judged; an
@@ -146,7 +148,14 @@ def create_app(judge: Judge) -> FastAPI:
         answer = dict(result.answer)
         answer["hook"] = hook.value
         answer["phase"] = payload.phase
-        return JSONResponse(answer, status_code=status_for(hook, result.verdict, result.decision))
+        status = status_for(hook, result.verdict, result.decision)
+        if hook is Hook.CONFIRM_TRAFFIC_INCREASE and judge.open_first_step(look, result):
+            status = 200
+            answer["first_step"] = (
+                "no canary traffic measured yet: the first traffic increase goes ahead once, so that "
+                "there is evidence to judge; the verdict stays ERROR until a look is measured"
+            )
+        return JSONResponse(answer, status_code=status)
 
     def route(hook: Hook) -> Any:
         def endpoint(payload: FlaggerPayload) -> JSONResponse:

@@ -132,6 +132,16 @@ class Judge:
                 return _repeated(state, end)  # the window moved but no new request arrived
             return self._judge(request, state, window, measurement, allocation)
 
+    def open_first_step(self, request: LookRequest, result: LookResult) -> bool:
+        """Whether Flagger's confirm-traffic-increase may let an *unmeasured* look through: only when no
+        look of this revision was ever counted (the canary has had no traffic to measure: Flagger asks
+        before its first step too) and only once per revision, whichever judge process answers. Without
+        it the first step could never start; with the once-only rule a source that never measures halts
+        the canary at its first step (Flagger's threshold then rolls it back), never at a bigger one."""
+        if result.verdict is not JudgeVerdict.ERROR or result.answer.get("look") != 0:
+            return False
+        return self.state.open_first_step(request.key, request.revision)
+
     def _judge(
         self,
         request: LookRequest,

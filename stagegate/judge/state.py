@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -58,6 +59,9 @@ rollouts = Table(
     Column("revision", String(200), nullable=False),
     Column("error_streaks", JSON, nullable=False),
     Column("last_error_end", DateTime(timezone=True)),
+    # Flagger asks confirm-traffic-increase before the canary's first step too, when there is no canary
+    # traffic to measure: that one increase is let through once per revision (docs/adapters/argo-flagger.md)
+    Column("first_step_opened", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -191,7 +195,12 @@ class JudgeState:
             with contextlib.suppress(IntegrityError), self.engine.begin() as conn:
                 conn.execute(
                     insert(rollouts).values(
-                        key=key, revision=revision, error_streaks={}, created_at=now, updated_at=now
+                        key=key,
+                        revision=revision,
+                        error_streaks={},
+                        first_step_opened=False,
+                        created_at=now,
+                        updated_at=now,
                     )
                 )  # IntegrityError: a concurrent first call inserted it, with no looks yet either
             return RolloutState(key, revision)
@@ -200,7 +209,13 @@ class JudgeState:
                 conn.execute(
                     update(rollouts)
                     .where(rollouts.c.key == key)
-                    .values(revision=revision, error_streaks={}, last_error_end=None, updated_at=now)
+                    .values(
+                        revision=revision,
+                        error_streaks={},
+                        last_error_end=None,
+                        first_step_opened=False,
+                        updated_at=now,
+                    )
                 )
                 # Back on a revision judged before (a retried canary): it starts over, not from old looks.
                 conn.execute(delete(looks).where(looks.c.rollout == key, looks.c.revision == revision))
@@ -271,6 +286,21 @@ class JudgeState:
                     updated_at=datetime.now(UTC),
                 )
             )
+
+    def open_first_step(self, key: str, revision: str) -> bool:
+        """True exactly once per rollout revision (an atomic compare-and-set): the unmeasured first traffic
+        increase may go ahead. Every later call, from any judge process, gets False."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(rollouts)
+                .where(
+                    rollouts.c.key == key,
+                    rollouts.c.revision == revision,
+                    rollouts.c.first_step_opened.is_(False),
+                )
+                .values(first_step_opened=True, updated_at=datetime.now(UTC))
+            )
+            return result.rowcount == 1
 
     def dispose(self) -> None:
         self.engine.dispose()

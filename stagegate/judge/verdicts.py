@@ -73,7 +73,8 @@ def status_for(hook: Hook, verdict: JudgeVerdict, decision: Decision) -> int:
 
     - Argo: 200 with the verdict in the body, except ERROR: 503 (a measurement Error, never Successful).
     - confirm-traffic-increase: 200 while no harm is proven and the look measured (PASS, INCONCLUSIVE);
-      FAIL halts (403; the rollback hook rolls back), ERROR 503.
+      FAIL halts (403; the rollback hook rolls back), ERROR 503 (except the canary's very first increase,
+      before any traffic: stagegate.judge.looks.Judge.open_first_step).
     - confirm-promotion: 200 only on PASS (the rule says ADVANCE); INCONCLUSIVE and FAIL 403, ERROR 503.
     - rollback: 200 means "roll back now" to Flagger, so 200 only when the rule says ROLLBACK; otherwise
       403, or 503 when the look could not be measured.

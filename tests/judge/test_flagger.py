@@ -82,9 +82,47 @@ def test_no_measurement_halts_everything(world, clock, make_judge) -> None:
     _, app = make_judge()
     clock.days = 1
     with TestClient(app) as client:
-        hooks = _hooks(client)  # no traffic recorded for the canary: a measurement error
-    assert {status for status, _ in hooks.values()} == {503}
-    assert all(answer["verdict"] == "ERROR" for _, answer in hooks.values())
+        # The canary has had no traffic: a measurement error. Flagger asks confirm-traffic-increase
+        # before the first step too (pkg/controller/scheduler.go); that first increase goes ahead once.
+        first = _hooks(client)
+        clock.days = 2  # the next iteration: still nothing measured
+        second = _hooks(client)
+        # A second judge process on the same state: the one-off is spent for every process.
+    assert all(answer["verdict"] == "ERROR" for _, answer in [*first.values(), *second.values()])
+    assert first["confirm-traffic-increase"][0] == 200
+    assert "first_step" in first["confirm-traffic-increase"][1]
+    assert second["confirm-traffic-increase"][0] == 503  # once only: never a second unmeasured step
+    for hooks in (first, second):
+        assert hooks["confirm-promotion"][0] == 503  # never promote
+    assert first["rollback"][0] == 503  # one unmeasured window: nothing proven, no rollback either
+    # Two in a row: past the revenue gate's consecutive_error_limit (1), whose on_error is rollback.
+    assert second["rollback"][0] == 200 and second["rollback"][1]["decision"] == "rollback"
+    _, other = make_judge()
+    with TestClient(other) as client:
+        again = client.post("/flagger/confirm-traffic-increase", json=_payload(), headers=FLAGGER_HEADERS)
+    assert again.status_code == 503
+
+
+def test_the_first_step_opens_once_per_revision(world, clock, make_judge) -> None:
+    """After a look was measured, an ERROR is never let through; a new revision gets its own first step."""
+    _, app = make_judge()
+    with TestClient(app) as client:
+        world.add_day(PROMOTION, 0, lift=1.0)
+        clock.days = 1
+        measured = _hooks(client)
+        world.break_queries()
+        clock.days = 2
+        broken = _hooks(client)
+        clock.days = 3
+        new_canary = client.post(
+            "/flagger/confirm-traffic-increase",
+            json=_payload(checksum="0f0f0f0f0"),
+            headers=FLAGGER_HEADERS,
+        )
+    assert measured["confirm-traffic-increase"][0] == 200
+    assert broken["confirm-traffic-increase"][0] == 503  # a look was counted: ERROR halts
+    assert broken["confirm-traffic-increase"][1]["look"] == 1
+    assert new_canary.status_code == 200 and new_canary.json()["look"] == 0
 
 
 def test_a_new_checksum_is_a_new_canary(world, clock, make_judge) -> None:
