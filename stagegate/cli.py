@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from stagegate.cli_ops import register as register_ops
+from stagegate.judge.cli import judge_app
 from stagegate.offline_env import quiet_environment
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ world_app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(candidates_app, name="candidates")
 app.add_typer(world_app, name="world")
+app.add_typer(judge_app, name="judge")
 
 BAD_INPUT = 2
 NOT_PROMOTED = 3  # `stagegate promote` ran to its end and the candidate was rejected or rolled back
