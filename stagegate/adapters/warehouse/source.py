@@ -26,6 +26,7 @@ from sqlalchemy import Engine, Table
 from stagegate.adapters.warehouse.definitions import Definitions, column_problems
 from stagegate.adapters.warehouse.dialects import S3Settings, deadline, duckdb_engine, reflect, sql_engine
 from stagegate.adapters.warehouse.query import (
+    Labels,
     arm_name,
     per_user_query,
     series_query,
@@ -103,15 +104,18 @@ class WarehouseMetricSource:
                 window=window,
             )
         table = self.table()
+        summary = summary_query(table, d, window)
+        per_user, labels = per_user_query(table, d, window)
+        series = series_query(table, d, window) if d.request_series else None
         try:
-            summary, rows, series = self._run(table, window)
+            head, rows, requests_rows = self._run(summary, per_user, series)
         except MeasurementError:
             raise
         except Exception as exc:  # a failed or interrupted query is an error, never "no data"
             raise MeasurementError(
                 f"warehouse query failed or exceeded {self.timeout:g} s: {_short(exc)}", window=window
             ) from exc
-        requests, unattributed, mixed = (int(x or 0) for x in summary)
+        requests, unattributed, mixed = (int(x or 0) for x in head)
         if requests == 0:
             raise MeasurementError("no requests recorded in the window", window=window)
         if unattributed:
@@ -119,7 +123,7 @@ class WarehouseMetricSource:
                 f"{unattributed} request(s) in the window have a NULL {d.unit!r} or {d.arms.column!r}",
                 window=window,
             )
-        arms = self._samples(rows, series, window)
+        arms = self._samples(rows, labels, requests_rows, window)
         missing = [arm for arm in expect if arm not in arms or arms[arm].n_users == 0]
         if missing:
             raise MeasurementError(
@@ -128,10 +132,9 @@ class WarehouseMetricSource:
             )
         return Measurement(window=window, arms=arms, mixed_units=mixed, n_requests=requests)
 
-    def _run(self, table: Table, window: Window) -> tuple[Any, list[Any], list[Any]]:
-        d = self.definitions
-        summary = summary_query(table, d, window)
-        per_user, self._labels = per_user_query(table, d, window)
+    def _run(self, summary: Any, per_user: Any, series: Any) -> tuple[Any, list[Any], list[Any]]:
+        """The three statements in one transaction under one deadline; the per-user and series ones only
+        if the window has requests."""
         with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":  # the three statements see one snapshot
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -140,11 +143,14 @@ class WarehouseMetricSource:
                 if not head[0]:
                     return head, [], []
                 rows = conn.execute(per_user).mappings().all()
-                series = conn.execute(series_query(table, d, window)).all() if d.request_series else []
-        return head, list(rows), list(series)
+                requests = conn.execute(series).all() if series is not None else []
+        return head, list(rows), list(requests)
 
-    def _samples(self, rows: list[Any], series: list[Any], window: Window) -> dict[str, ArmSample]:
-        d, labels = self.definitions, self._labels
+    def _samples(
+        self, rows: list[Any], labels: Labels, series: list[Any], window: Window
+    ) -> dict[str, ArmSample]:
+        """The rows as ArmSamples; refuses NULL counts, values that are not finite and NULL segments."""
+        d = self.definitions
         for name, label in labels.nulls.items():
             found = sum(int(r[label] or 0) for r in rows)
             if found:
