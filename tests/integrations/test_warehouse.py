@@ -32,6 +32,7 @@ from stagegate.ports import SIM_EPOCH, Measurement, MeasurementError, MetricSour
 from tests.conftest import PG_ADMIN_URL
 from tests.integrations.warehouse_data import (
     INJECTION,
+    NULL_ARM,
     NULL_REVENUE,
     PROMOTION,
     STAGE,
@@ -226,6 +227,13 @@ def test_null_revenue_is_refused_and_counted_never_summed_as_zero(source: Any, r
         source.measure(window)
     # the in-memory path sums around the NULLs (pandas skips NaN): what the warehouse source refuses to do
     assert np.isfinite(reference.measure(window).arms["champion"].metrics["revenue"]).all()
+
+
+def test_requests_without_an_arm_are_refused_and_counted(source: Any) -> None:
+    with pytest.raises(
+        MeasurementError, match=r"2 request\(s\) in the window have a NULL 'user_id' or 'arm'"
+    ):
+        source.measure(Window(NULL_ARM, STAGE, 1))
 
 
 def test_empty_window_missing_arm_and_mirrored_windows_fail_closed(source: Any) -> None:
@@ -426,8 +434,10 @@ def test_an_unknown_column_is_refused_naming_the_field(sqlite_store: EventStore)
     # with the table's columns declared, at validation (no connection)
     declared = {**typo, "table": {"name": "events", "columns": [c.name for c in events.columns]}}
     found = problems(declared)
-    assert "column 'revnue' is not a column of table 'events'" in found["metrics"]
-    assert "per_user.revenue.column" in found["metrics"]
+    assert set(found) == {"metrics.per_user.revenue.column"}
+    assert "column 'revnue' is not a column of table 'events'" in found["metrics.per_user.revenue.column"]
+    with pytest.raises(ConnectionsError, match=r"metrics\.per_user\.revenue\.column: column 'revnue'"):
+        parse_connections({"metrics": declared}, "wh.yaml")  # validation alone, no database
     # otherwise when the adapter is built, against the reflected table
     found = problems(typo)
     assert set(found) == {"metrics.per_user.revenue.column"}
@@ -465,7 +475,9 @@ def test_identifiers_operators_and_names_are_checked_at_validation() -> None:
         **base,
         "per_user": {"revenue": {"agg": "sum", "column": "revenue"}, "s": {"ratio": ["revenue", "x"]}},
     }
-    with pytest.raises(ConnectionsError, match="denominator 'x' is not a per_user metric"):
+    with pytest.raises(
+        ConnectionsError, match=r"metrics\.per_user\.s\.ratio: denominator 'x' is not a per_user"
+    ):
         parse_connections({"metrics": ratio}, "wh.yaml")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from stagegate.events.store import EventStore, events
 from tests.core.test_event_store import fake_batch
@@ -23,6 +23,7 @@ PROMOTION = "0b8c6f1e-warehouse-parity"
 #: a promotion id carrying SQL: bound as a value it matches only its own rows and drops nothing
 INJECTION = "x'; DROP TABLE events; --"
 NULL_REVENUE = "nullrev-promotion"
+NULL_ARM = "nullarm-promotion"
 STAGE = "canary"
 #: requests of users with user_id % 7 == 3 in step 1's second batch are served by the other arm: the
 #: mixed-unit rule drops them from both arms
@@ -54,14 +55,17 @@ def populate(store: EventStore) -> None:
     write(
         fake_batch(n=120, seed=15, t0=0.0), promotion_id=NULL_REVENUE, stage=STAGE, step=1, versions=versions
     )
-    with store.engine.begin() as conn:  # three requests lost their revenue
-        ids = [
-            r[0]
-            for r in conn.execute(
-                events.select().with_only_columns(events.c.id).where(events.c.promotion_id == NULL_REVENUE)
-            ).all()[:3]
-        ]
-        conn.execute(update(events).where(events.c.id.in_(ids)).values(revenue=None))
+    write(fake_batch(n=120, seed=16, t0=0.0), promotion_id=NULL_ARM, stage=STAGE, step=1, versions=versions)
+    with store.engine.begin() as conn:
+        _set_first(conn, NULL_REVENUE, 3, revenue=None)  # three requests lost their revenue
+        _set_first(conn, NULL_ARM, 2, arm=None)  # two requests were logged without their arm
+
+
+def _set_first(conn: Any, promotion_id: str, n: int, **values: Any) -> None:
+    """Set ``values`` on the first ``n`` requests (by id) of ``promotion_id``."""
+    query = select(events.c.id).where(events.c.promotion_id == promotion_id).order_by(events.c.id).limit(n)
+    ids = [row[0] for row in conn.execute(query).all()]
+    conn.execute(update(events).where(events.c.id.in_(ids)).values(**values))
 
 
 def export_parquet(store: EventStore, folder: Path) -> list[Path]:
@@ -74,6 +78,7 @@ def export_parquet(store: EventStore, folder: Path) -> list[Path]:
         frame = pd.read_sql(events.select().order_by(events.c.id), conn)
     frame = frame.drop(columns=["shadow_items", "shadow_latency_ms", "shadow_n_out_of_stock"])
     frame["error"] = frame["error"].astype(bool)
+    frame["arm"] = frame["arm"].astype("Int64")  # an integer column with NULLs, as in the database
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for step, part in frame.groupby("step"):

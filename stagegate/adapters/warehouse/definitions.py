@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 #: A column or table name: letters, digits and underscores, not starting with a digit. Quoting is left to
 #: SQLAlchemy; the name must also be one of the reflected table's columns.
@@ -25,6 +26,8 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$
 #: A metric or segment name as the gates see it (``overlap@k``-style names are the shadow path's, not ours).
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 Scalar = str | int | float | bool
+#: a field's location in the definitions, as pydantic reports it: ("per_user", "revenue", "column")
+Loc = tuple[str | int, ...]
 
 Operator = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "is_null", "not_null"]
 _LIST_OPS = {"in", "not_in"}
@@ -152,56 +155,65 @@ class Definitions(_Strict):
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Definitions:
-        problems = []
+        problems: list[tuple[Loc, str]] = []
         for name, metric in self.per_user.items():
             if metric.ratio is None:
                 continue
             for side, ref in zip(("numerator", "denominator"), metric.ratio, strict=True):
                 if ref not in self.per_user:
-                    problems.append(f"per_user.{name}.ratio: {side} {ref!r} is not a per_user metric")
+                    problems.append((("per_user", name, "ratio"), f"{side} {ref!r} is not a per_user metric"))
                 elif self.per_user[ref].ratio is not None:
-                    problems.append(f"per_user.{name}.ratio: {side} {ref!r} is itself a ratio")
-        clash = sorted(set(self.per_user) & set(self.segments))
-        if clash:
-            problems.append(f"names used both as a metric and as a segment: {clash}")
+                    problems.append((("per_user", name, "ratio"), f"{side} {ref!r} is itself a ratio"))
+        for name in sorted(set(self.per_user) & set(self.segments)):
+            problems.append((("segments", name), f"{name!r} is also a per_user metric: names must differ"))
         if self.table.columns is not None:
-            known = set(self.table.columns)
-            problems += [f"{where}: {reason}" for where, reason in column_problems(self, known)]
+            problems += column_problems(self, set(self.table.columns))
         if problems:
-            raise ValueError("; ".join(problems))
+            # one error per field, at that field's location, so that each is reported by its path
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("definition", why.replace("{", "{{").replace("}", "}}")),
+                        loc=loc,
+                        input=None,
+                    )
+                    for loc, why in problems
+                ],
+            )
         return self
 
     def first_order(self) -> list[str]:
         """The columns that order a user's rows for ``pick: first``: ``first_by``, else the time column."""
         return list(self.first_by) or [self.time.column]
 
-    def columns_used(self) -> Iterator[tuple[str, str]]:
-        """(field path, column) for every column a definition names."""
-        yield "unit", self.unit
-        yield "arms.column", self.arms.column
-        yield "time.column", self.time.column
-        yield "promotion", self.promotion
-        yield "stage", self.stage
+    def columns_used(self) -> Iterator[tuple[Loc, str]]:
+        """(field location, column) for every column a definition names."""
+        yield ("unit",), self.unit
+        yield ("arms", "column"), self.arms.column
+        yield ("time", "column"), self.time.column
+        yield ("promotion",), self.promotion
+        yield ("stage",), self.stage
         if self.step is not None:
-            yield "step", self.step
+            yield ("step",), self.step
         for i, column in enumerate(self.first_by):
-            yield f"first_by[{i}]", column
+            yield ("first_by", i), column
         for name, metric in self.per_user.items():
             if metric.column is not None:
-                yield f"per_user.{name}.column", metric.column
+                yield ("per_user", name, "column"), metric.column
             for i, where in enumerate(metric.where):
-                yield f"per_user.{name}.where[{i}].column", where.column
+                yield ("per_user", name, "where", i, "column"), where.column
         for name, segment in self.segments.items():
-            yield f"segments.{name}.column", segment.column
+            yield ("segments", name, "column"), segment.column
         for name, column in self.request_series.items():
-            yield f"request_series.{name}", column
+            yield ("request_series", name), column
 
 
-def column_problems(definitions: Definitions, columns: set[str]) -> list[tuple[str, str]]:
-    """(field path, reason) for every column a definition names that is not in ``columns``."""
+def column_problems(definitions: Definitions, columns: set[str]) -> list[tuple[Loc, str]]:
+    """(field location, reason) for every column a definition names that is not in ``columns``."""
     have = ", ".join(sorted(columns))
     return [
-        (where, f"column {column!r} is not a column of table {definitions.table.name!r} (columns: {have})")
-        for where, column in definitions.columns_used()
+        (loc, f"column {column!r} is not a column of table {definitions.table.name!r} (columns: {have})")
+        for loc, column in definitions.columns_used()
         if column not in columns
     ]

@@ -62,6 +62,7 @@ class WarehouseMetricSource:
         """Reflect the table and check every column the definitions name; ConnectionsError (field paths
         under ``prefix``) for an unknown column, MeasurementError when the database cannot be read."""
         from stagegate.connections import ConnectionsError, Problem
+        from stagegate.problems import field_path
 
         d = self.definitions
         try:
@@ -71,9 +72,9 @@ class WarehouseMetricSource:
             raise MeasurementError(f"cannot read table {d.table.name!r}: {_short(exc)}") from exc
         problems = column_problems(d, {c.name for c in table.columns})
         if not table.columns:
-            problems = [("table.name", f"table {d.table.name!r} not found or has no columns")]
+            problems = [(("table", "name"), f"table {d.table.name!r} not found or has no columns")]
         if problems:
-            found = [Problem(self.source, f"{prefix}.{where}", why) for where, why in problems]
+            found = [Problem(self.source, f"{prefix}.{field_path(loc)}", why) for loc, why in problems]
             raise ConnectionsError(found)
         self._table = table
         return table
