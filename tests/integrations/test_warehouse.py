@@ -547,6 +547,28 @@ def test_a_statement_past_the_deadline_is_interrupted(backend: str, tmp_path: Pa
     assert time.monotonic() - started < 5
 
 
+def test_the_runtime_measures_through_a_workspace_connections_file(
+    tmp_path: Path, sqlite_store: EventStore, reference: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a promotion takes: the workspace's connections.yaml names ``sql``, the Runtime builds it
+    (build_ports, before a promotion opens) and its metric source is the warehouse's."""
+    import yaml
+
+    from stagegate.runtime import Runtime
+    from stagegate.workspace import Workspace
+
+    monkeypatch.delenv("STAGEGATE_CONNECTIONS", raising=False)  # the workspace's own file is in force
+    workspace = Workspace.from_env(tmp_path / "ws")
+    section = doc_metrics("sql", type="sql", url=sqlite_store.url)
+    (workspace.root / "connections.yaml").write_text(yaml.safe_dump({"version": 1, "metrics": section}))
+    runtime = Runtime(workspace)
+    runtime.build_ports()
+    assert isinstance(runtime.metrics, SqlMetricSource)
+    assert "sqlite" in repr(runtime.metrics)
+    assert_same(runtime.metrics.measure(WINDOWS["step1"]), reference.measure(WINDOWS["step1"]))
+    runtime.metrics.engine.dispose()
+
+
 def test_adapters_are_registered_entry_points() -> None:
     from stagegate.connections import adapter_class
 
