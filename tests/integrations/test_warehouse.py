@@ -115,7 +115,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory, parquet_dir: Path) -> Iter
             s3.upload_file(str(path), BUCKET, f"events/{path.name}")
         yield {"url": url, "bucket": BUCKET}
     finally:
-        stack.down()
+        stack.down(timeout=2.0)  # its data is disposable: a short grace, then SIGKILL
 
 
 def build(section: dict[str, Any]) -> Any:

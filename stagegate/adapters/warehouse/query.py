@@ -16,6 +16,7 @@ parameter: nothing from the connections file or the window is formatted into the
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +44,14 @@ from stagegate.evidence import CANDIDATE, CHAMPION
 from stagegate.ports import SIM_EPOCH, Window
 
 RANK = "_sg_rank"
+_COMPARE = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,7 @@ def condition(expr: ColumnElement[Any], cond: Condition) -> ColumnElement[bool]:
     if op == "between":
         low, high = value  # type: ignore[misc]
         return expr.between(literal(low), literal(high))
-    compare = {"eq": "__eq__", "ne": "__ne__", "lt": "__lt__", "le": "__le__", "gt": "__gt__", "ge": "__ge__"}
-    return getattr(expr, compare[op])(literal(value))
+    return _COMPARE[op](expr, literal(value))
 
 
 def window_rows(table: Table, d: Definitions, window: Window) -> Select[Any]:
