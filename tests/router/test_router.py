@@ -9,6 +9,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -196,3 +197,36 @@ def test_shadow_overload_drops_and_counts_without_delay(running: RunningRouter) 
         assert dropped > 0 and answered >= 1
         assert seen[("stagegate_request_errors_total", "shadow")] == answered  # each one timed out
         assert seen[("stagegate_requests_total", "champion")] == 55
+
+
+def test_split_and_request_log_on_postgresql(router_config: Any, postgres_url: str) -> None:
+    """State and request log in PostgreSQL by URL: the split persists in its table, and after a clean
+    shutdown every request is a row, a fallback with the candidate's error and the champion's items."""
+    from sqlalchemy import create_engine, text
+
+    from stagegate.router.split import SplitStore
+
+    server = RunningRouter(router_config(state=postgres_url, events=postgres_url))
+    split = Split(champion="1", candidate="2", candidate_weight=1.0)
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            assert put(client, split).status_code == 200
+            asked = [f"ok-{i}" for i in range(10)] + [f"fail-{i}" for i in range(5)]
+            for i, request_id in enumerate(asked):
+                assert ask(client, request_id, i).status_code == 200
+    finally:
+        server.stop()
+    assert SplitStore(postgres_url).load() == split
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT request_id, arm, served_version, error, fallback, items FROM router_requests")
+        ).all()
+    engine.dispose()
+    assert sorted(r.request_id for r in rows) == sorted(asked)
+    for r in rows:
+        failed = r.request_id.startswith("fail-")
+        assert r.arm == "candidate" and r.fallback is failed
+        assert r.served_version == ("1" if failed else "2")
+        assert (r.error is not None and "fail- requests" in r.error) if failed else r.error is None
+        assert r.items == (LOW if failed else HIGH)
