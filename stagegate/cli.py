@@ -16,6 +16,7 @@ import typer
 from stagegate.cli_ops import register as register_ops
 from stagegate.judge.cli import judge_app
 from stagegate.offline_env import quiet_environment
+from stagegate.router.cli import serve
 
 app = typer.Typer(
     help="Staged model promotion: offline, simulation, shadow, canary, rollout.",
@@ -249,6 +250,7 @@ def demo(
 
 
 register_ops(app)  # up, down, approve, reject, demo --interactive
+app.command("serve")(serve)  # the router service (stagegate/router/)
 
 if __name__ == "__main__":
     app()
