@@ -514,22 +514,26 @@ def test_a_down_database_raises_measurement_error_within_the_timeout(silent_serv
     assert time.monotonic() - started < 4
 
 
-def test_duckdb_on_a_down_s3_endpoint_raises_measurement_error(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("endpoint", ["refused", "hung"])
+def test_duckdb_on_a_down_s3_endpoint_raises_measurement_error(
+    endpoint: str, silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stagegate.stack import free_port
 
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
+    port = free_port() if endpoint == "refused" else silent_server
     section = doc_metrics(
         "sql",
         type="duckdb",
         parquet=["s3://nowhere/events/*.parquet"],
-        s3={"endpoint_url": f"http://127.0.0.1:{free_port()}"},
-        timeout_seconds=3,
+        s3={"endpoint_url": f"http://127.0.0.1:{port}"},
+        timeout_seconds=2,
     )
     started = time.monotonic()
     with pytest.raises(MeasurementError, match="cannot read table 'events'"):
         build(section)
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 6
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "duckdb"])
