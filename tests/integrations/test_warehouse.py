@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from stagegate.adapters.metrics import EventStoreMetricSource
 from stagegate.adapters.warehouse import DuckDBMetricSource, SqlMetricSource, WarehouseMetricSource
+from stagegate.adapters.warehouse.definitions import Aggregate
 from stagegate.adapters.warehouse.dialects import deadline, sql_engine
 from stagegate.adapters.warehouse.query import per_user_query, series_query, summary_query
 from stagegate.connections import ConnectionsError, parse_connections
@@ -32,6 +33,7 @@ from stagegate.ports import SIM_EPOCH, Measurement, MeasurementError, MetricSour
 from tests.conftest import PG_ADMIN_URL
 from tests.integrations.warehouse_data import (
     INJECTION,
+    NAN_LATENCY,
     NULL_ARM,
     NULL_REVENUE,
     PROMOTION,
@@ -227,6 +229,23 @@ def test_null_revenue_is_refused_and_counted_never_summed_as_zero(source: Any, r
         source.measure(window)
     # the in-memory path sums around the NULLs (pandas skips NaN): what the warehouse source refuses to do
     assert np.isfinite(reference.measure(window).arms["champion"].metrics["revenue"]).all()
+
+
+def test_nan_latency_never_becomes_a_value(source: Any) -> None:
+    """NaN (PostgreSQL) or NULL (SQLite, and the Parquet exported from it) in a request series or under
+    a mean: refused, naming the series or the metric."""
+    window = Window(NAN_LATENCY, STAGE, 1)
+    with pytest.raises(
+        MeasurementError, match=r"request series 'latency_ms': \d \w+ request\(s\) with a NULL, NaN"
+    ):
+        source.measure(window)
+    only_mean = {"per_user": {"mean_latency": Aggregate(agg="mean", column="latency_ms")}}
+    definitions = source.definitions.model_copy(update={**only_mean, "segments": {}, "request_series": {}})
+    mean = WarehouseMetricSource(source.engine, definitions, 5.0)
+    with pytest.raises(
+        MeasurementError, match=r"metric 'mean_latency': (2 NULL value|\d+ \w+ user\(s\) without a finite)"
+    ):
+        mean.measure(window)
 
 
 def test_requests_without_an_arm_are_refused_and_counted(source: Any) -> None:
@@ -514,22 +533,24 @@ def test_a_down_database_raises_measurement_error_within_the_timeout(silent_serv
     assert time.monotonic() - started < 4
 
 
-def test_duckdb_on_a_down_s3_endpoint_raises_measurement_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stagegate.stack import free_port
-
+def test_duckdb_on_a_hung_s3_endpoint_raises_measurement_error_within_the_timeout(
+    silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An S3 endpoint that accepts connections and never answers (a refused one fails sooner)."""
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
+    port = silent_server
     section = doc_metrics(
         "sql",
         type="duckdb",
         parquet=["s3://nowhere/events/*.parquet"],
-        s3={"endpoint_url": f"http://127.0.0.1:{free_port()}"},
-        timeout_seconds=3,
+        s3={"endpoint_url": f"http://127.0.0.1:{port}"},
+        timeout_seconds=2,
     )
     started = time.monotonic()
     with pytest.raises(MeasurementError, match="cannot read table 'events'"):
         build(section)
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 6
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "duckdb"])

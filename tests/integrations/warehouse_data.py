@@ -24,6 +24,9 @@ PROMOTION = "0b8c6f1e-warehouse-parity"
 INJECTION = "x'; DROP TABLE events; --"
 NULL_REVENUE = "nullrev-promotion"
 NULL_ARM = "nullarm-promotion"
+#: two requests with a NaN latency: PostgreSQL keeps NaN, SQLite stores it as NULL (and so do the Parquet
+#: files exported from it); either way no value may come out of it
+NAN_LATENCY = "nanlat-promotion"
 STAGE = "canary"
 #: requests of users with user_id % 7 == 3 in step 1's second batch are served by the other arm: the
 #: mixed-unit rule drops them from both arms
@@ -56,9 +59,13 @@ def populate(store: EventStore) -> None:
         fake_batch(n=120, seed=15, t0=0.0), promotion_id=NULL_REVENUE, stage=STAGE, step=1, versions=versions
     )
     write(fake_batch(n=120, seed=16, t0=0.0), promotion_id=NULL_ARM, stage=STAGE, step=1, versions=versions)
+    write(
+        fake_batch(n=120, seed=17, t0=0.0), promotion_id=NAN_LATENCY, stage=STAGE, step=1, versions=versions
+    )
     with store.engine.begin() as conn:
         _set_first(conn, NULL_REVENUE, 3, revenue=None)  # three requests lost their revenue
         _set_first(conn, NULL_ARM, 2, arm=None)  # two requests were logged without their arm
+        _set_first(conn, NAN_LATENCY, 2, latency_ms=float("nan"))
 
 
 def _set_first(conn: Any, promotion_id: str, n: int, **values: Any) -> None:

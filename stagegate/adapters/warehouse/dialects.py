@@ -123,7 +123,8 @@ def duckdb_engine(
         if httpfs is not None:
             path = httpfs.as_posix().replace("'", "''")  # the installed wheel's file, not config
             dbapi_connection.execute(f"LOAD '{path}'")
-            dbapi_connection.execute("SET http_timeout = $1", [int(max(1, timeout))])
+            # one retry, each attempt half the budget: a hung endpoint fails within about ``timeout``
+            dbapi_connection.execute("SET http_timeout = $1", [max(1, int(timeout / 2))])
             dbapi_connection.execute("SET http_retries = $1", [1])
             for statement, values in (s3 or S3Settings()).statements():
                 dbapi_connection.execute(statement, values)

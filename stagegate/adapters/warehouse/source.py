@@ -200,15 +200,15 @@ class WarehouseMetricSource:
         mine = [row for row in series if arm_name(d, row[0]) == arm]
         out = {}
         for i, name in enumerate(d.request_series, start=1):
-            values = [row[i] for row in mine]
-            nulls = sum(v is None for v in values)
-            if nulls:
+            values = np.array([np.nan if row[i] is None else float(row[i]) for row in mine], dtype=float)
+            bad = int((~np.isfinite(values)).sum())
+            if bad:
                 raise MeasurementError(
-                    f"request series {name!r}: {nulls} {arm} request(s) with a NULL "
+                    f"request series {name!r}: {bad} {arm} request(s) with a NULL, NaN or infinite "
                     f"{d.request_series[name]!r}",
                     window=window,
                 )
-            out[name] = np.array(values, dtype=float)
+            out[name] = values
         return out
 
 
