@@ -5,9 +5,9 @@ Contract of :meth:`Judge.look`:
 - The window is ``[start, end)`` of the rollout's promotion and stage (and canary step, if given). ``end``
   is the caller's, or the judge's clock rounded down to the look grid (``look_every``), so a retry within
   one slot measures the same window.
-- A call whose window has not moved past the last counted look, or whose measurement has no request more
-  than that look's (no new data), is **not** a new look: the stored answer is returned with
-  ``"repeated": true``. Only a new look is counted, and its evidence stored.
+- A call whose window has not moved past the last counted look, or whose measurement of the same step
+  and split has no request more than that look's (no new data), is **not** a new look: the stored answer
+  is returned with ``"repeated": true``. Only a new look is counted, and its evidence stored.
 - The gates run on the new evidence with every earlier look of the rollout's revision as
   ``Evidence.history`` (from the state database, so a restart changes nothing), and the stage's decision
   rule is applied with the error streaks carried from earlier calls.
@@ -128,7 +128,11 @@ class Judge:
                 return self._failed(request, state, window, str(exc))
             except Exception as exc:  # any failure of the source is a failed measurement: fail closed
                 return self._failed(request, state, window, f"metric source failed: {exc!r}")
-            if last is not None and measurement.n_requests <= last.n_requests:
+            if (
+                last is not None
+                and _same_window(last, window, allocation)
+                and (measurement.n_requests <= last.n_requests)
+            ):
                 return _repeated(state, end)  # the window moved but no new request arrived
             return self._judge(request, state, window, measurement, allocation)
 
@@ -170,6 +174,7 @@ class Judge:
         answer["allocation"] = allocation
         look = StoredLook(
             number=number,
+            step=window.step,
             window_start=window.start,
             window_end=window.end,  # type: ignore[arg-type]
             n_requests=int(measurement.n_requests),
@@ -240,6 +245,12 @@ class Judge:
             "error": error,
             "judged_at": self.now().isoformat(),
         }
+
+
+def _same_window(last: StoredLook, window: Window, allocation: dict[str, float]) -> bool:
+    """The same traffic as the last look, only later: same step, start and split (a new canary step's
+    first window may hold fewer requests than the previous step's last one, and is still new)."""
+    return last.step == window.step and last.window_start == window.start and last.allocation == allocation
 
 
 def _repeated(state: RolloutState, end: datetime) -> LookResult:

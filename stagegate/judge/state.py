@@ -73,6 +73,7 @@ looks = Table(
     Column("rollout", String(300), nullable=False, index=True),
     Column("revision", String(200), nullable=False),
     Column("number", Integer, nullable=False),
+    Column("step", Integer),
     Column("window_start", DateTime(timezone=True)),
     Column("window_end", DateTime(timezone=True), nullable=False),
     Column("n_requests", Integer, nullable=False),
@@ -134,6 +135,7 @@ class StoredLook:
     """One counted look, as recorded."""
 
     number: int
+    step: int | None
     window_start: datetime | None
     window_end: datetime
     n_requests: int
@@ -228,6 +230,7 @@ class JudgeState:
             history = [
                 StoredLook(
                     number=r["number"],
+                    step=r["step"],
                     window_start=_aware(r["window_start"]),
                     window_end=_aware(r["window_end"]),  # type: ignore[arg-type]
                     n_requests=r["n_requests"],
@@ -255,6 +258,7 @@ class JudgeState:
                         rollout=state.key,
                         revision=state.revision,
                         number=look.number,
+                        step=look.step,
                         window_start=look.window_start,
                         window_end=look.window_end,
                         n_requests=look.n_requests,

@@ -114,6 +114,25 @@ def test_a_repeated_measurement_is_not_a_new_look(world, clock, make_judge) -> N
     assert second["n_requests"] > first["n_requests"]
 
 
+def test_a_new_canary_step_is_a_new_look_with_its_own_window(world, clock, make_judge) -> None:
+    """Argo's analysis of the next step (step 1, 25 %): its first window holds fewer requests than step 0's
+    last look, and is still a new look; the earlier step stays in the sequential history."""
+    _, app = make_judge()
+    with _client(app) as client:
+        for day in range(2):
+            world.add_day(PROMOTION, day, lift=1.0)
+            clock.days = day + 1
+            _, step0 = _measure(client)
+        world.add_day(PROMOTION, 2, lift=1.0, users_per_day=400, weight=0.25, step=1)
+        clock.days = 3
+        _, step1 = _measure(client, URL.replace("step=0&weight=50", "step=1&weight=25"))
+    assert step0["look"] == 2
+    assert step1["look"] == 3 and step1["repeated"] is False
+    assert step1["window"]["step"] == 1 and step1["n_requests"] < step0["n_requests"]
+    assert step1["allocation"] == {"champion": 0.75, "candidate": 0.25}
+    assert step1["gates"][1]["sequential"]["looks"] == 1  # the per-step test restarts at the new split
+
+
 def test_a_failing_metric_source_is_a_5xx_never_a_pass(world, clock, make_judge) -> None:
     _, app = make_judge()
     with _client(app) as client:

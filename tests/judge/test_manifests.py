@@ -45,20 +45,90 @@ def argo_phase(result: str, success: str, failure: str) -> str:
     return "Inconclusive"
 
 
+# Argo's measurement phase for each answer: ERROR is a 503, which the web provider marks Error before any
+# condition is evaluated (metricproviders/webmetric/webmetric.go).
+def measurement_phase(verdict: str, metric: dict) -> str:
+    if verdict == JudgeVerdict.ERROR:
+        return "Error"
+    return argo_phase(verdict, metric["successCondition"], metric["failureCondition"])
+
+
+def metric_phase(metric: dict, verdicts: list[str]) -> str:
+    """Argo's assessMetricStatus (analysis/analysis.go) over a metric's measurements in order: Failed past
+    failureLimit, Inconclusive past inconclusiveLimit, Error past consecutiveErrorLimit consecutive
+    errors, else Successful once ``count`` measurements were taken, whatever they were."""
+    failed = inconclusive = consecutive_errors = 0
+    for taken, verdict in enumerate(verdicts, start=1):
+        phase = measurement_phase(verdict, metric)
+        failed += phase == "Failed"
+        inconclusive += phase == "Inconclusive"
+        consecutive_errors = consecutive_errors + 1 if phase == "Error" else 0
+        if failed > metric["failureLimit"]:
+            return "Failed"
+        if inconclusive > metric["inconclusiveLimit"]:
+            return "Inconclusive"
+        if consecutive_errors > metric["consecutiveErrorLimit"]:
+            return "Error"
+        if taken >= metric["count"]:
+            return "Successful"
+    return "Running"
+
+
+#: analysisutil.IsWorse: the run is the worst of its metrics.
+WORST = ["Successful", "Inconclusive", "Error", "Failed"]
+
+
+def run_phase(template: dict, monitor: list[str], final: str) -> str:
+    monitor_metric, verdict_metric = template["spec"]["metrics"]
+    phases = [metric_phase(monitor_metric, monitor), metric_phase(verdict_metric, [final])]
+    return max(phases, key=WORST.index)
+
+
 def test_analysis_template_conditions_keep_inconclusive_and_error_apart() -> None:
     template, _ = _argo_documents()
-    (metric,) = template["spec"]["metrics"]
-    success, failure = metric["successCondition"], metric["failureCondition"]
-    assert _condition(success) == JudgeVerdict.PASS and _condition(failure) == JudgeVerdict.FAIL
-    assert argo_phase("PASS", success, failure) == "Successful"
-    assert argo_phase("FAIL", success, failure) == "Failed"
-    assert argo_phase("INCONCLUSIVE", success, failure) == "Inconclusive"  # neither condition true
+    for metric in template["spec"]["metrics"]:
+        success, failure = metric["successCondition"], metric["failureCondition"]
+        assert _condition(success) == JudgeVerdict.PASS and _condition(failure) == JudgeVerdict.FAIL
+        assert argo_phase("PASS", success, failure) == "Successful"
+        assert argo_phase("FAIL", success, failure) == "Failed"
+        assert argo_phase("INCONCLUSIVE", success, failure) == "Inconclusive"  # neither condition true
+        for limit in ("inconclusiveLimit", "consecutiveErrorLimit", "failureLimit"):
+            assert isinstance(metric[limit], int), f"{metric['name']}: {limit} must be explicit"
+        assert metric["provider"]["web"]["jsonPath"] == "{$.verdict}"
     # ERROR never reaches the conditions: it is a 5xx, which the web provider records as an Error.
     assert status_for(Hook.ARGO, JudgeVerdict.ERROR, Decision.CONTINUE) >= 500
-    for limit in ("inconclusiveLimit", "consecutiveErrorLimit", "failureLimit"):
-        assert isinstance(metric[limit], int), f"{limit} must be explicit"
-    assert metric["count"] > metric["inconclusiveLimit"]
-    assert metric["provider"]["web"]["jsonPath"] == "{$.verdict}"
+    monitor, verdict = template["spec"]["metrics"]
+    assert monitor["provider"] == verdict["provider"]  # the same judge, the same rollout
+    # The verdict metric's single look comes when the monitor's last one does.
+    minutes = {"m": 1, "h": 60}
+    delay = int(verdict["initialDelay"][:-1]) * minutes[verdict["initialDelay"][-1]]
+    span = int(monitor["initialDelay"][:-1]) + monitor["count"] * int(monitor["interval"][:-1])
+    assert delay == span and verdict["count"] == 1
+
+
+def test_argo_promotes_only_when_the_judge_said_pass() -> None:
+    """Every sequence of answers, through Argo's assessment of the template: Successful needs the final
+    look's PASS and no FAIL; an INCONCLUSIVE end pauses, an ERROR end aborts."""
+    import random
+
+    template, _ = _argo_documents()
+    count = template["spec"]["metrics"][0]["count"]
+    inconclusive_then_errors = ["INCONCLUSIVE"] * (count - 2) + ["ERROR", "INCONCLUSIVE"]
+    assert run_phase(template, inconclusive_then_errors, "INCONCLUSIVE") == "Inconclusive"
+    assert run_phase(template, inconclusive_then_errors, "ERROR") == "Error"
+    assert run_phase(template, inconclusive_then_errors, "PASS") == "Successful"
+    assert run_phase(template, ["INCONCLUSIVE", "FAIL"], "PASS") == "Failed"
+    assert run_phase(template, ["ERROR"] * 3, "PASS") == "Error"  # past consecutiveErrorLimit
+    rng = random.Random(7)
+    words = [v.value for v in JudgeVerdict]
+    for _ in range(3000):
+        monitor = [rng.choice(words) for _ in range(count)]
+        final = rng.choice(words)
+        phase = run_phase(template, monitor, final)
+        if phase == "Successful":
+            assert final == "PASS" and "FAIL" not in monitor
+        if "FAIL" in monitor or final == "FAIL":
+            assert phase != "Successful"
 
 
 def _render(url: str, args: dict[str, str]) -> str:
@@ -80,7 +150,7 @@ def test_rollout_steps_pass_every_template_argument() -> None:
 
 def test_the_template_url_is_served_and_its_json_path_reads_the_verdict(world, clock, make_judge) -> None:
     template, rollout = _argo_documents()
-    (metric,) = template["spec"]["metrics"]
+    metric = template["spec"]["metrics"][0]
     first = next(s["analysis"] for s in rollout["spec"]["strategy"]["canary"]["steps"] if "analysis" in s)
     # What Argo resolves the valueFrom arguments to for this Rollout.
     resolved = {"namespace": rollout["metadata"]["namespace"], "rollout": rollout["metadata"]["name"]}
