@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 UV     := $(VENV)/bin/uv
 UV_VERSION ?= 0.13.9
 
-.PHONY: install lock demo test lint format bench bench-stats bench-decisions clean browser-deps integration-deps
+.PHONY: install lock demo test lint format bench bench-stats bench-decisions bench-router clean browser-deps \
+	integration-deps
 
 # The versions come from uv.lock (committed): every fresh machine installs the same ones. uv itself is
 # bootstrapped into the venv with pip; --inexact keeps it (and pip) installed beside the locked packages.
@@ -52,6 +53,10 @@ bench-stats: install
 
 bench-decisions: install
 	$(PY) benchmarks/decisions.py
+
+# The router at 200 requests/s for 60 s with shadow on, against the model called directly (docs/router.md).
+bench-router: install
+	$(PY) benchmarks/router.py
 
 clean:
 	rm -rf .stagegate .pytest_cache
