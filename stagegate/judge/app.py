@@ -4,11 +4,11 @@ Routes (docs/adapters/argo-flagger.md has the tools' side):
 
 - ``GET /argo/v1/{namespace}/{rollout}``: one measurement of an AnalysisRun's ``web`` metric. Query
   arguments (from the AnalysisTemplate's ``{{args.*}}``): ``revision``, ``promotion``, ``step``,
-  ``weight``, ``start``, ``end`` (see :class:`stagegate.judge.looks.LookRequest`). Answers the JSON of
-  :mod:`stagegate.judge.looks`; 200 for PASS / FAIL / INCONCLUSIVE, 503 for ERROR.
+  ``weight``, ``start``, ``end``, ``deadline`` (see :class:`stagegate.judge.looks.LookRequest`). Answers
+  the JSON of :mod:`stagegate.judge.looks`; 200 for PASS / FAIL / INCONCLUSIVE, 503 for ERROR.
 - ``POST /flagger/confirm-traffic-increase``, ``/flagger/confirm-promotion``, ``/flagger/rollback``: Flagger's
   webhook payload (``name``, ``namespace``, ``phase``, ``checksum``, ``metadata``: string to string; our
-  keys ``promotion``, ``step``, ``weight``, ``start``, ``end``). The status is the answer
+  keys ``promotion``, ``step``, ``weight``, ``start``, ``end``, ``deadline``). The status is the answer
   (:func:`stagegate.judge.verdicts.status_for`); the body is the same JSON as Argo's. One exception:
   Flagger asks confirm-traffic-increase before the canary's first step, when there is nothing to
   measure; that first increase is let through once per revision (:meth:`Judge.open_first_step`).
@@ -38,7 +38,7 @@ FLAGGER_ROUTES = {
 }
 #: The Flagger webhook ``metadata`` keys the judge reads; any other key is refused (a typo must not
 #: silently widen the window).
-METADATA_KEYS = ("promotion", "step", "weight", "start", "end", "revision")
+METADATA_KEYS = ("promotion", "step", "weight", "start", "end", "revision", "deadline")
 
 
 class FlaggerPayload(BaseModel):
@@ -78,6 +78,12 @@ def _parse_float(value: str, field: str) -> float:
         raise BadLookRequest(f"{field}: not a number: {value!r}") from exc
 
 
+def _parse_bool(value: str, field: str) -> bool:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BadLookRequest(f"{field}: expected true or false, got {value!r}")
+
+
 def _request(tool: str, namespace: str, name: str, args: dict[str, str], where: str) -> LookRequest:
     """A LookRequest from string arguments (Argo's query string, Flagger's metadata)."""
     unknown = sorted(set(args) - set(METADATA_KEYS))
@@ -96,6 +102,7 @@ def _request(tool: str, namespace: str, name: str, args: dict[str, str], where: 
         weight=_parse_float(args["weight"], f"{where}.weight") if "weight" in args else None,
         start=_parse_time(args["start"], f"{where}.start") if "start" in args else None,
         end=_parse_time(args["end"], f"{where}.end") if "end" in args else None,
+        deadline=_parse_bool(args["deadline"], f"{where}.deadline") if "deadline" in args else False,
     )
 
 

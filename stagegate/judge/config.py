@@ -57,6 +57,11 @@ class JudgeSetup:
     metrics: MetricSource
     look_every: timedelta = DEFAULT_LOOK_EVERY
 
+    def last_step(self, step: int | None) -> bool:
+        """Whether ``step`` is the stage's last canary step (no step given, or no steps: the last)."""
+        steps = getattr(self.stage, "steps", None)
+        return step is None or not steps or step >= len(steps) - 1
+
     def min_users(self, step: int | None) -> int | None:
         """The canary step's ``min_users`` (candidate users before the step may advance), if any."""
         steps = getattr(self.stage, "steps", None)

@@ -7,7 +7,9 @@ Contract of :meth:`Judge.look`:
   one slot measures the same window.
 - A call whose window has not moved past the last counted look, or whose measurement of the same step
   and split has no request more than that look's (no new data), is **not** a new look: the stored answer
-  is returned with ``"repeated": true``. Only a new look is counted, and its evidence stored.
+  is returned with ``"repeated": true``. Only a new look is counted, and its evidence stored. A repeated
+  call that reads the look at the deadline (``deadline``) when the stored answer did not, or the other
+  way round, gets the stored evidence judged again under its reading (still not a new look).
 - The gates run on the new evidence with every earlier look of the rollout's revision as
   ``Evidence.history`` (from the state database, so a restart changes nothing), and the stage's decision
   rule is applied with the error streaks carried from earlier calls.
@@ -18,11 +20,13 @@ Contract of :meth:`Judge.look`:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from stagegate.decision import Decision, LookDecision
 from stagegate.evidence import CANDIDATE, CHAMPION
@@ -45,7 +49,10 @@ class LookRequest:
     identity (Argo's pod-template hash, Flagger's checksum): a new revision is a new canary. ``promotion``
     is the MetricSource's promotion id (default ``<namespace>.<name>``); ``step`` the canary step (None:
     every step); ``weight`` the candidate's share in percent (the allocation the SRM gate tests and the
-    sequential gates group ramp steps by).
+    sequential gates group ramp steps by); ``deadline`` marks the tool's last look of the step (Argo's
+    verdict metric, Flagger's confirm-promotion): the stage's rule then reads it at its deadline (an
+    INCONCLUSIVE acts as its gate's ``on_inconclusive``; risk_aware ramps an earlier step or holds the
+    last one).
     """
 
     tool: str
@@ -57,6 +64,7 @@ class LookRequest:
     weight: float | None = None
     start: datetime | None = None
     end: datetime | None = None
+    deadline: bool = False
 
     @property
     def key(self) -> str:
@@ -121,7 +129,7 @@ class Judge:
             state = self.state.load(request.key, request.revision, self.now())
             last = state.last
             if last is not None and end <= last.window_end:
-                return _repeated(state, end)
+                return self._replay(request, state, end)
             try:
                 measurement = self.setup.metrics.measure(window)
             except MeasurementError as exc:
@@ -133,7 +141,7 @@ class Judge:
                 and _same_window(last, window, allocation)
                 and (measurement.n_requests <= last.n_requests)
             ):
-                return _repeated(state, end)  # the window moved but no new request arrived
+                return self._replay(request, state, end)  # the window moved, no new request arrived
             return self._judge(request, state, window, measurement, allocation)
 
     def open_first_step(self, request: LookRequest, result: LookResult) -> bool:
@@ -158,17 +166,10 @@ class Judge:
         number = len(state.looks) + 1
         history = tuple(look.evidence(stage) for look in state.looks)
         evidence = measurement.evidence(allocation, look=number, history=history)
-        min_users = self.setup.min_users(request.step)
-        enough = min_users is None or measurement.n_units(CANDIDATE) >= min_users
-        decision = judge_look(
-            self.setup.gates,
-            evidence,
-            at_deadline=False,  # the deadline is the tool's: Argo's count / limits, Flagger's iterations
-            enough_samples=enough,
-            error_streaks=state.error_streaks,
-        )
+        decision = self._decide(evidence, request, measurement.n_units(CANDIDATE), state.error_streaks)
         verdict = judge_verdict(decision, measurement_failed=False)
         answer = self._answer(request, state, window, verdict, decision, number, error=None)
+        answer["error_streaks_before"] = dict(state.error_streaks)
         answer["n_requests"] = int(measurement.n_requests)
         answer["users"] = {arm: int(measurement.n_units(arm)) for arm in measurement.arms}
         answer["allocation"] = allocation
@@ -186,7 +187,52 @@ class Judge:
             self.state.record_look(state, look, decision.error_streaks)
         except LookConflict:  # another judge process counted this look first: theirs stands
             fresh = self.state.load(request.key, request.revision, self.now())
-            return _repeated(fresh, window.end)  # type: ignore[arg-type]
+            return self._replay(request, fresh, window.end)  # type: ignore[arg-type]
+        return LookResult(verdict, decision.decision, answer)
+
+    def _decide(
+        self, evidence: Any, request: LookRequest, candidates: int, streaks: Mapping[str, int]
+    ) -> LookDecision:
+        """The gates on ``evidence`` and the stage's rule. The deadline is the tool's (Argo's count, Flagger's
+        iterations): only a look the caller marks ``deadline`` is read at the deadline."""
+        min_users = self.setup.min_users(request.step)
+        return judge_look(
+            self.setup.gates,
+            evidence,
+            at_deadline=request.deadline,
+            enough_samples=min_users is None or candidates >= min_users,
+            last_step=self.setup.last_step(request.step),
+            error_streaks=streaks,
+        )
+
+    def _replay(self, request: LookRequest, state: RolloutState, end: datetime) -> LookResult:
+        """A call that is not a new look: the stored answer of the latest counted look whose window ends by
+        ``end`` (the first look if the caller asks for an earlier window than any counted). When the caller
+        reads it at the deadline and the stored answer was not (or the other way round), the stored
+        evidence is judged again under that reading; nothing is counted or stored."""
+        index = 0
+        for i, look in enumerate(state.looks):
+            if look.window_end <= end:
+                index = i
+        stored = state.looks[index]
+        answer = dict(stored.answer)
+        answer["repeated"] = True
+        if bool(answer.get("at_deadline")) == request.deadline:
+            return LookResult(JudgeVerdict(answer["verdict"]), Decision(answer["decision"]), answer)
+        stage = self.setup.stage_name
+        history = tuple(look.evidence(stage) for look in state.looks[:index])
+        evidence = dataclasses.replace(stored.evidence(stage), history=history)
+        step_request = dataclasses.replace(request, step=stored.step)
+        candidates = int(answer.get("users", {}).get(CANDIDATE, 0))
+        decision = self._decide(evidence, step_request, candidates, answer.get("error_streaks_before", {}))
+        verdict = judge_verdict(decision, measurement_failed=False)
+        answer.update(
+            verdict=verdict.value,
+            decision=decision.decision.value,
+            reason=decision.reason,
+            at_deadline=request.deadline,
+            gates=[gate_row(j.verdict, j.action) for j in decision.judged],
+        )
         return LookResult(verdict, decision.decision, answer)
 
     def _failed(self, request: LookRequest, state: RolloutState, window: Window, message: str) -> LookResult:
@@ -199,7 +245,8 @@ class Judge:
         decision = judge_look(
             self.setup.gates,
             None,
-            at_deadline=False,
+            at_deadline=request.deadline,
+            last_step=self.setup.last_step(request.step),
             error_streaks=streaks,
             measurement_error=message,
         )
@@ -234,6 +281,7 @@ class Judge:
             },
             "stage": self.setup.stage_name,
             "rule": self.setup.gates.rule,
+            "at_deadline": request.deadline,
             "window": {
                 "promotion": window.promotion_id,
                 "step": window.step,
@@ -251,15 +299,3 @@ def _same_window(last: StoredLook, window: Window, allocation: dict[str, float])
     """The same traffic as the last look, only later: same step, start and split (a new canary step's
     first window may hold fewer requests than the previous step's last one, and is still new)."""
     return last.step == window.step and last.window_start == window.start and last.allocation == allocation
-
-
-def _repeated(state: RolloutState, end: datetime) -> LookResult:
-    """The stored answer of the latest counted look whose window ends by ``end`` (the first look if the
-    caller asks for an earlier window than any counted)."""
-    chosen = state.looks[0]
-    for look in state.looks:
-        if look.window_end <= end:
-            chosen = look
-    answer = dict(chosen.answer)
-    answer["repeated"] = True
-    return LookResult(JudgeVerdict(answer["verdict"]), Decision(answer["decision"]), answer)

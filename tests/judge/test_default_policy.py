@@ -69,3 +69,38 @@ def test_risk_aware_rolls_back_proven_harm(tmp_path, world, clock) -> None:
     guardrail = next(g for g in argo.json()["gates"] if g["name"] == "sequential:purchases_per_user")
     assert guardrail["outcome"] == "FAIL" and guardrail["action"] == "rollback"
     assert rollback.status_code == 200  # "roll back now"
+
+
+def test_the_deadline_look_ramps_an_earlier_step_and_holds_the_last(tmp_path, world, clock) -> None:
+    """Argo's verdict metric and Flagger's confirm-promotion read the step's last look at its deadline
+    (``deadline=true``): risk_aware moves an unharmed, unproven candidate from an earlier step to the next
+    (between_steps: ramp) and holds it at the last step for a human. The deadline reading of a look
+    already counted is not a new look."""
+    app, state = _app(tmp_path, world, clock)
+    step0 = "/argo/v1/shop/recs?revision=9c8b7a6d5&promotion=shop.recs&step=0&weight=10"
+    with TestClient(app) as client:
+        for day in range(3):
+            world.add_day(PROMOTION, day, lift=1.0, users_per_day=1500, weight=0.1, step=0)
+            clock.days = day + 1
+            monitor = client.get(step0, headers=ARGO_HEADERS).json()
+        deadline = client.get(f"{step0}&deadline=true", headers=ARGO_HEADERS).json()
+        again = client.get(step0, headers=ARGO_HEADERS).json()  # the monitor's reading is unchanged
+        for day in range(3, 5):
+            world.add_day(PROMOTION, day, lift=1.0, users_per_day=600, step=STEP)
+            clock.days = day + 1
+            last_monitor = client.get(URL, headers=ARGO_HEADERS).json()
+        promote = client.post(
+            "/flagger/confirm-promotion",
+            json={**FLAGGER, "metadata": {**FLAGGER["metadata"], "deadline": "true"}},
+            headers=FLAGGER_HEADERS,
+        )
+    state.dispose()
+    assert monitor["verdict"] == "INCONCLUSIVE" and monitor["look"] == 3
+    assert deadline["verdict"] == "PASS" and deadline["decision"] == "advance"
+    assert deadline["look"] == 3 and deadline["repeated"] is True and deadline["at_deadline"] is True
+    assert "moving to the next step" in deadline["reason"]
+    assert again["verdict"] == "INCONCLUSIVE" and again["at_deadline"] is False
+    assert last_monitor["verdict"] == "INCONCLUSIVE" and last_monitor["look"] == 5
+    assert promote.status_code == 403  # the last step's deadline holds: never promoted unproven
+    assert promote.json()["decision"] == "hold"
+    assert promote.json()["look"] == 1  # Flagger's canary is its own rollout key (flagger:shop/recs)

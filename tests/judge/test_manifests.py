@@ -98,7 +98,11 @@ def test_analysis_template_conditions_keep_inconclusive_and_error_apart() -> Non
     # ERROR never reaches the conditions: it is a 5xx, which the web provider records as an Error.
     assert status_for(Hook.ARGO, JudgeVerdict.ERROR, Decision.CONTINUE) >= 500
     monitor, verdict = template["spec"]["metrics"]
-    assert monitor["provider"] == verdict["provider"]  # the same judge, the same rollout
+    # The same judge and rollout; the verdict metric's look is read at the step's deadline.
+    assert verdict["provider"]["web"]["url"] == monitor["provider"]["web"]["url"] + "&deadline=true"
+    assert {k: v for k, v in verdict["provider"]["web"].items() if k != "url"} == {
+        k: v for k, v in monitor["provider"]["web"].items() if k != "url"
+    }
     # The verdict metric's single look comes when the monitor's last one does.
     minutes = {"m": 1, "h": 60}
     delay = int(verdict["initialDelay"][:-1]) * minutes[verdict["initialDelay"][-1]]
@@ -189,6 +193,8 @@ def test_canary_webhooks_call_the_judge_routes(world, clock, make_judge) -> None
             spec = hooks[hook.value]
             assert urlsplit(spec["url"]).path == path
             assert set(spec["metadata"]) <= set(METADATA_KEYS)
+            # only confirm-promotion comes at the end of the analysis
+            assert (spec["metadata"].get("deadline") == "true") == (hook is Hook.CONFIRM_PROMOTION)
             payload = {
                 "name": canary["metadata"]["name"],
                 "namespace": canary["metadata"]["namespace"],
