@@ -162,22 +162,26 @@ class Router:
         self.proc.wait(60)
 
 
-async def steady(url: str, rate: float, duration: float) -> tuple[list[float], int, int]:
+async def steady(url: str, rate: float, duration: float, max_in_flight: int) -> dict[str, Any]:
+    """Open loop: request ``i`` is sent at ``t0 + i / rate`` whether or not earlier ones came back. Tasks
+    are created at their due time (a pool of thousands of waiting tasks would make the client, not the
+    router, the bottleneck); a request due while ``max_in_flight`` are outstanding is not sent and
+    counted as ``skipped`` (the router fell behind)."""
     import httpx
 
     latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    errors = skipped = 0
+    in_flight: set[asyncio.Task] = set()
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
-        for i in range(20):  # warm up connections and the server
+        for i in range(20):  # warm up the connection and the server
             await client.post("/recommend", json=body(10_000_000 + i))
 
-        async def one(i: int, due: float) -> None:
+        async def one(payload: dict[str, Any]) -> None:
             nonlocal errors
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             start = time.perf_counter()
             try:
-                response = await client.post("/recommend", json=body(i))
+                response = await client.post("/recommend", json=payload)
                 ok = response.status_code == 200
             except httpx.HTTPError:
                 ok = False
@@ -186,10 +190,32 @@ async def steady(url: str, rate: float, duration: float) -> tuple[list[float], i
             else:
                 errors += 1
 
-        t0 = time.perf_counter() + 0.5
         n = int(rate * duration)
-        await asyncio.gather(*(one(i, t0 + i / rate) for i in range(n)))
-    return latencies, errors, n + 20
+        payloads = [body(i) for i in range(n)]
+        t0 = time.perf_counter() + 0.2
+        lateness = []
+        for i, payload in enumerate(payloads):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                lateness.append(-delay)
+            if len(in_flight) >= max_in_flight:
+                skipped += 1
+                continue
+            task = asyncio.create_task(one(payload))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        if in_flight:
+            await asyncio.gather(*in_flight)
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "skipped": skipped,
+        "sent": n - skipped + 20,
+        "generator_late_p99_ms": float(np.percentile(lateness, 99) * 1000) if lateness else 0.0,
+    }
 
 
 async def saturate(url: str, concurrency: int, seconds: float, offset: int) -> tuple[float, int]:
@@ -231,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--direct", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--saturation-seconds", type=float, default=15.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -249,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             r.raise_for_status()
             direct_before = direct(uri, args.direct)
-            latencies, errors, sent_steady = asyncio.run(steady(router.url, args.rate, args.duration))
+            load = asyncio.run(steady(router.url, args.rate, args.duration, args.max_in_flight))
             direct_after = direct(uri, args.direct)
             throughput, sent_sat = asyncio.run(
                 saturate(router.url, args.concurrency, args.saturation_seconds, 20_000_000)
@@ -270,18 +297,20 @@ def main(argv: list[str] | None = None) -> None:
             ).scalar()
         engine.dispose()
 
-    routed = quantiles(latencies)
+    routed = quantiles(load["latencies"])
     d50 = min(direct_before["p50_ms"], direct_after["p50_ms"])
     d99 = min(direct_before["p99_ms"], direct_after["p99_ms"])
-    answered = sent_steady - errors + sent_sat
+    answered = load["sent"] - load["errors"] + sent_sat
     result = {
         "load_average_1m": os.getloadavg()[0],
         "cpus": os.cpu_count(),
         "steady": {
             "rate": args.rate,
             "duration_s": args.duration,
-            "sent": sent_steady,
-            "errors": errors,
+            "sent": load["sent"],
+            "errors": load["errors"],
+            "skipped": load["skipped"],
+            "generator_late_p99_ms": load["generator_late_p99_ms"],
             **routed,
         },
         "direct_before": direct_before,

@@ -64,7 +64,12 @@ class Router:
         self.metrics = RouterMetrics()
         self.recorder: Recorder | None = None
         self.shadow: ShadowMirror | None = None
-        self.executor = ThreadPoolExecutor(config.serving_threads, thread_name_prefix="router-serve")
+        # the champion and the candidate each have their own threads: calls abandoned at the timeout keep
+        # their thread until the model returns, and a hanging candidate must not starve the champion
+        self.executor = ThreadPoolExecutor(config.serving_threads, thread_name_prefix="router-champion")
+        self.candidate_executor = ThreadPoolExecutor(
+            config.serving_threads, thread_name_prefix="router-candidate"
+        )
         self._admin_lock = asyncio.Lock()
 
     # -- the split -------------------------------------------------------------------------------------
@@ -138,7 +143,7 @@ class Router:
             candidate = self.pool.loaded(split.candidate)
             version = candidate.version
             try:
-                answer = await predict(self.executor, candidate, request, k, timeout)
+                answer = await predict(self.candidate_executor, candidate, request, k, timeout)
             except ModelCallError as exc:
                 error = str(exc)
                 self.metrics.errors.labels(arm="candidate").inc()
@@ -203,6 +208,7 @@ class Router:
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.candidate_executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
 

@@ -170,3 +170,11 @@ def test_split_sticky_across_restart_and_every_request_recorded(router_config: A
     finally:
         server.stop()
     assert TOKEN not in "".join(server.output)
+
+
+def test_refuses_to_build_without_a_champion(router_config: Any, tmp_path: Path) -> None:
+    from stagegate.router.app import RouterStartError, build_router
+
+    with pytest.raises(RouterStartError, match="no 'champion' alias"):
+        build_router(router_config(model="router-test-unknown-model"), TOKEN)
+    assert not (tmp_path / "split.json").exists()
