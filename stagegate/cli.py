@@ -107,7 +107,7 @@ def world_init(
 ) -> None:
     """Create the simulated world, bootstrap a champion and log its history into the workspace."""
     quiet_environment()
-    from stagegate.setup import init_workspace
+    from simulator.setup import init_workspace
 
     info = init_workspace(seed=seed, size=size)
     typer.echo(
@@ -126,8 +126,8 @@ def world_oracle(
 ) -> None:
     """True effect of RECIPE at 100% against the champion in the live world (JSON; benchmarks only)."""
     quiet_environment()
-    from stagegate.models.recipe import RecipeError
-    from stagegate.oracle import oracle_command
+    from simulator.models.recipe import RecipeError
+    from simulator.oracle import oracle_command
 
     try:
         oracle_command(recipe, seeds, days, size, policy)
@@ -142,9 +142,9 @@ def candidates_register(
 ) -> None:
     """Train a candidate from RECIPE on the workspace's logged history and register it in MLflow."""
     quiet_environment()
-    from stagegate.models.recipe import RecipeError
+    from simulator.models.recipe import RecipeError
+    from simulator.setup import register_candidate
     from stagegate.runtime import WorkspaceNotReady
-    from stagegate.setup import register_candidate
 
     try:
         version = register_candidate(recipe, model)
@@ -241,7 +241,7 @@ def demo(
 ) -> None:
     """Train a champion and two candidates, promote both, print what happened and where to look."""
     quiet_environment()
-    from stagegate.demo import run_demo
+    from simulator.demo import run_demo
 
     run_demo(workdir)
 

@@ -199,7 +199,7 @@ def interactive_policy(target: Path, approvers: list[str], timeout: str = "1h") 
     """policies/demo.yaml with human approval before rollout, written to ``target``."""
     import yaml
 
-    from stagegate.demo import POLICY
+    from simulator.demo import POLICY
 
     policy: dict[str, Any] = yaml.safe_load(POLICY.read_text(encoding="utf-8"))
     policy["approvals"] = {"approvers": approvers, "timeout": timeout, "on_timeout": "reject"}
@@ -239,7 +239,7 @@ def run_interactive_demo(workdir: Path, approvers: list[str] | None = None) -> l
         f"'promote' run, press Resume, and answer as one of {names} "
         "(or `stagegate approve RUN --approver NAME`)."
     )
-    from stagegate.demo import run_demo
+    from simulator.demo import run_demo
 
     return run_demo(workdir, policy=policy)
 

@@ -19,13 +19,13 @@ import numpy as np
 
 from stagegate.connections import Connections, resolve_connections
 from stagegate.events.store import EventStore
+from stagegate.logs import ServedBatch
 from stagegate.models.base import Ranker
 from stagegate.models.replay import ReplayRanker
 from stagegate.ports import Clock, MetricSource, OfflineData, Split, TrafficController
 from stagegate.registry import Registry
 from stagegate.tracking import PromotionTracker
 from stagegate.workspace import Workspace
-from stagegate.world.schema import ServedBatch
 
 
 class WorkspaceNotReady(RuntimeError):
@@ -152,7 +152,7 @@ class Runtime:
         return self._holdout_slates[key]
 
     def training_log(self) -> ServedBatch:
-        from stagegate.world import take
+        from simulator.world import take
 
         return take(
             self.history, np.flatnonzero(self.history.context.t < float(self.manifest["holdout_start_day"]))
@@ -161,7 +161,7 @@ class Runtime:
     def ranker(self, model: str, version: str) -> Ranker:
         key = f"{model}/{version}"
         if key not in self._rankers:
-            from stagegate.models.pyfunc import load_ranker
+            from simulator.models.pyfunc import load_ranker
 
             use_tracking(self.workspace.mlflow_uri, self.workspace.artifact_root)
             self._rankers[key] = load_ranker(f"models:/{model}/{version}")

@@ -205,7 +205,7 @@ def test_gates_are_pure() -> None:
 def test_ports_and_connections_know_no_adapter(layer: str) -> None:
     """The ports and the connections loader import nothing from the simulator, the models, the flows or
     the adapters: adapters depend on ports, and are found through entry points, never imported."""
-    forbidden = ("stagegate.world", "stagegate.models", "stagegate.adapters", "stagegate.oracle", "flows")
+    forbidden = ("simulator.world", "stagegate.models", "stagegate.adapters", "simulator.oracle", "flows")
     modules = _under(layer)
     assert modules, f"no module {layer}"
     assert not _violations(modules, forbidden)
@@ -213,15 +213,15 @@ def test_ports_and_connections_know_no_adapter(layer: str) -> None:
 
 def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
     """The rule checker fails on a planted violation (it is not a check that cannot fail)."""
-    planted = "import numpy\n\ndef f():\n    from stagegate.world import LiveWorld\n    import prefect\n"
+    planted = "import numpy\n\ndef f():\n    from simulator.world import LiveWorld\n    import prefect\n"
     name = "stagegate._planted_for_test"
     path = tmp_path / "planted.py"
     path.write_text(planted, encoding="utf-8")
     MODULES[name] = path
     try:
-        assert _violations([name], ("stagegate.world", "prefect")) == [
+        assert _violations([name], ("simulator.world", "prefect")) == [
             f"{name} imports prefect",
-            f"{name} imports stagegate.world",
+            f"{name} imports simulator.world",
         ]
     finally:
         del MODULES[name]

@@ -3,7 +3,7 @@
 For a recipe (or every recipe in a folder), build the zoo world (bootstrap, incumbent history, champion
 retrained on the training log), train the candidate on the same training log, and run the candidate at 100 %
 against the champion at 100 % in forks of the live world, from the same state, with common random numbers
-(:func:`stagegate.world.oracle.adaptive_ground_truth`), for ``days`` simulated days.
+(:func:`simulator.world.oracle.adaptive_ground_truth`), for ``days`` simulated days.
 
 **What is protected** comes from the promotion policy's canary gates (:func:`protection`), so that the
 oracle judges a candidate by the guardrails the policy itself protects, not by revenue alone:
@@ -146,7 +146,7 @@ class Protection:
 
 
 def _truth_metric(metric: str | None, segment: str | None) -> str | None:
-    from stagegate.world.oracle import METRICS
+    from simulator.world.oracle import METRICS
 
     if not metric:
         return None
@@ -264,10 +264,10 @@ def _intervals(truth: Mapping[str, Any], rails: Sequence[Guardrail]) -> dict[str
     """95 % t intervals of every rail's effect on its own scale, vectorised over metrics and seeds.
 
     From the per-seed arm values when the truth has them, else from the truth's ``ci95`` (earlier results,
-    whose scales are :data:`stagegate.world.oracle.SCALES`)."""
+    whose scales are :data:`simulator.world.oracle.SCALES`)."""
     from scipy.stats import t as student_t
 
-    from stagegate.world.oracle import SCALES, effects
+    from simulator.world.oracle import SCALES, effects
 
     per_seed = truth.get("per_seed")
     out: dict[str, list[float]] = {}
@@ -295,7 +295,7 @@ def _fmt(g: Guardrail, x: float) -> str:
 
 
 def label_truth(truth: Mapping[str, Any], protect: Protection | None = None) -> TruthLabel:
-    """Label a ground-truth result (:func:`stagegate.world.oracle.ground_truth`) by what ``protect``
+    """Label a ground-truth result (:func:`simulator.world.oracle.ground_truth`) by what ``protect``
     protects; the rules are in the module docstring. NaN intervals never prove anything."""
     protect = protect or Protection()
     primary = protect.primary_guardrail
@@ -359,7 +359,7 @@ def recipe_paths(recipe: str | Path) -> list[Path]:
 
 
 def world_config(size: str, seed: int = 7) -> Any:
-    from stagegate.setup import world_config as _world_config
+    from simulator.setup import world_config as _world_config
 
     return _world_config(size, seed)
 
@@ -376,17 +376,17 @@ def oracle(
     policy: Any = None,
     zoo: Any = None,
 ) -> dict[str, Any]:
-    """Ground truth of every recipe; ``zoo`` (from :func:`stagegate.models.zoo.build_zoo`) is reused if given.
+    """Ground truth of every recipe; ``zoo`` (from :func:`simulator.models.zoo.build_zoo`) is reused if given.
 
     Seeds: ``seeds`` first, then ``step`` more at a time until every labelled metric of ``policy``'s
     :func:`protection` is resolved, at most ``max_seeds`` (None: exactly ``seeds``). Returns ``{"config":
     {...}, "protection": {...}, "recipes": {name: {"label", "legacy_label", "reasons", "stopped", "seeds",
     "half_width", "effect", "ci95", "intervals", "seconds"}}}``; ``seconds`` is the recipe's wall time.
     """
-    from stagegate.models.recipe import load_recipe
-    from stagegate.models.train import train
-    from stagegate.models.zoo import build_zoo
-    from stagegate.world.oracle import adaptive_ground_truth
+    from simulator.models.recipe import load_recipe
+    from simulator.models.train import train
+    from simulator.models.zoo import build_zoo
+    from simulator.world.oracle import adaptive_ground_truth
 
     protect = protection(policy)
     cap = seeds if max_seeds is None else max(max_seeds, seeds)

@@ -38,12 +38,12 @@ Label = Literal["click", "purchase"]
 
 def _knob_models() -> dict[str, type[BaseModel] | None]:
     """Family name -> knobs model (None for composite families, whose knobs live elsewhere)."""
-    from stagegate.models.content import ContentKnobs
-    from stagegate.models.itemknn import ItemKNNKnobs
-    from stagegate.models.logistic import LogisticKnobs
-    from stagegate.models.mf import MFKnobs
-    from stagegate.models.popularity import PopularityKnobs
-    from stagegate.models.reranker import RerankerKnobs
+    from simulator.models.content import ContentKnobs
+    from simulator.models.itemknn import ItemKNNKnobs
+    from simulator.models.logistic import LogisticKnobs
+    from simulator.models.mf import MFKnobs
+    from simulator.models.popularity import PopularityKnobs
+    from simulator.models.reranker import RerankerKnobs
 
     return {
         "popularity": PopularityKnobs,

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stagegate.world import plackett_luce as pl
-from stagegate.world.schema import RequestContext
+from simulator.world import plackett_luce as pl
+from stagegate.logs import RequestContext
 
 if TYPE_CHECKING:  # the world must not import the models package at run time (models import the world)
     from stagegate.models.base import Ranker

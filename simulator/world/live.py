@@ -6,7 +6,7 @@ slates: the ranker of the user's arm produces a slate, the user examines, clicks
 state moves (stock, recent sales, fatigue, satisfaction, tastes, history), and the user continues with a
 probability that depends on what happened. Everything random is drawn from counter-based streams keyed by
 (user, hour, session, slate, position) so that two copies of the world serving different rankers share their
-dice (common random numbers), which is what :func:`stagegate.world.oracle.ground_truth` relies on.
+dice (common random numbers), which is what :func:`simulator.world.oracle.ground_truth` relies on.
 
 The hidden truth (quality, bait, tastes, satisfaction) never leaves this object except through
 :meth:`LiveWorld.oracle`, which is meant for tests and benchmarks only.
@@ -20,19 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from simulator.world import serving
+from simulator.world.assignment import assign
+from simulator.world.catalog import Catalog, make_catalog, public_frame
+from simulator.world.config import WorldConfig
+from simulator.world.oracle import WorldOracle, ground_truth
+from simulator.world.response import respond, sigmoid
+from simulator.world.rng import stream_key, uniform
+from simulator.world.stock import allocate, initial_stock, restock_target
+from simulator.world.threads import single_threaded_blas
+from simulator.world.users import Users, make_users
+from stagegate.log_rows import concat, take_context
+from stagegate.logs import RequestContext, ServedBatch
 from stagegate.ranking import top_k
-from stagegate.world import serving
-from stagegate.world.assignment import assign
-from stagegate.world.batch import concat, take_context
-from stagegate.world.catalog import Catalog, make_catalog, public_frame
-from stagegate.world.config import WorldConfig
-from stagegate.world.oracle import WorldOracle, ground_truth
-from stagegate.world.response import respond, sigmoid
-from stagegate.world.rng import stream_key, uniform
-from stagegate.world.schema import RequestContext, ServedBatch
-from stagegate.world.stock import allocate, initial_stock, restock_target
-from stagegate.world.threads import single_threaded_blas
-from stagegate.world.users import Users, make_users
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,7 +248,7 @@ class LiveWorld:
     ) -> dict[str, Any]:
         """True relative effects of ``candidate`` at 100 % versus ``champion`` at 100 % (current state).
 
-        See :func:`stagegate.world.oracle.ground_truth`. The world itself is not advanced.
+        See :func:`simulator.world.oracle.ground_truth`. The world itself is not advanced.
         """
         return ground_truth(
             self, champion, candidate, days=days, seeds=seeds, explore_temperature=explore_temperature
@@ -371,7 +371,7 @@ class LiveWorld:
 
     @staticmethod
     def _sorted_by_time(batch: ServedBatch) -> ServedBatch:
-        from stagegate.world.batch import take
+        from stagegate.log_rows import take
 
         order = np.lexsort((batch.context.request_id, batch.context.t))
         return take(batch, order)
@@ -422,7 +422,7 @@ class LiveWorld:
         error = np.zeros(n, dtype=bool)
         latency = np.zeros(n)
         i0, i1 = np.flatnonzero(arm == 0), np.flatnonzero(arm == 1)
-        # one serving policy for both arms, with the same Gumbel uniforms (see stagegate.world.serving)
+        # one serving policy for both arms, with the same Gumbel uniforms (see simulator.world.serving)
         m = max(min(cfg.explore_pool, int(published.sum())), k)
         ug = uniform(self._noise, _GUMBEL, u[:, None], key[:, None], step, np.arange(m)[None, :])
         mc_rng = self._aux if self._compute_pscore else None

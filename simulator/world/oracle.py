@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from stagegate.world.schema import ServedBatch
+from stagegate.logs import ServedBatch
 
 if TYPE_CHECKING:
+    from simulator.world.users import Users
     from stagegate.models.base import Ranker
-    from stagegate.world.users import Users
 
 
 class TruthWorld(Protocol):

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from stagegate.models.common import BaseRanker
-from stagegate.models.interactions import Label, item_counts, positives
-from stagegate.world.schema import RequestContext, ServedBatch
+from simulator.models.common import BaseRanker
+from simulator.models.interactions import Label, item_counts, positives
+from stagegate.logs import RequestContext, ServedBatch
 
 
 class MFKnobs(BaseModel):

@@ -7,23 +7,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stagegate.models.common import BaseRanker
-from stagegate.models.interactions import training_window
-from stagegate.models.recipe import Recipe
-from stagegate.world.catalog import public_embeddings
-from stagegate.world.schema import ServedBatch
-from stagegate.world.threads import single_threaded_blas
+from simulator.models.common import BaseRanker
+from simulator.models.interactions import training_window
+from simulator.models.recipe import Recipe
+from simulator.world.catalog import public_embeddings
+from simulator.world.threads import single_threaded_blas
+from stagegate.logs import ServedBatch
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def _leaf_fitters() -> dict[str, Callable[..., BaseRanker]]:
-    from stagegate.models.content import fit_content
-    from stagegate.models.itemknn import fit_itemknn
-    from stagegate.models.logistic import fit_logistic
-    from stagegate.models.mf import fit_mf
-    from stagegate.models.popularity import fit_popularity
+    from simulator.models.content import fit_content
+    from simulator.models.itemknn import fit_itemknn
+    from simulator.models.logistic import fit_logistic
+    from simulator.models.mf import fit_mf
+    from simulator.models.popularity import fit_popularity
 
     return {
         "popularity": fit_popularity,
@@ -52,13 +52,13 @@ def _train(recipe: Recipe, logs: ServedBatch | None, catalog: pd.DataFrame) -> B
         raise ValueError(f"recipe {recipe.name!r}: family {recipe.family!r} needs training logs")
     window = training_window(logs, recipe.train_days) if logs is not None else None
     if recipe.family == "blend":
-        from stagegate.models.blend import Blend
+        from simulator.models.blend import Blend
 
         model: BaseRanker = Blend(
             recipe.name, [(c.weight, _train(c.recipe, logs, catalog)) for c in recipe.components]
         )
     elif recipe.family == "reranker":
-        from stagegate.models.reranker import Reranker
+        from simulator.models.reranker import Reranker
 
         assert recipe.base is not None  # guaranteed by the schema
         frame = catalog.sort_values("item_id")

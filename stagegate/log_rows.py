@@ -10,7 +10,7 @@ from dataclasses import fields, replace
 
 import numpy as np
 
-from stagegate.world.schema import RequestContext, ServedBatch
+from stagegate.logs import RequestContext, ServedBatch
 
 _SHARED_CTX = ("in_stock", "item_age_days")  # per-catalogue, not per-request
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stagegate.models.common import BaseRanker
-from stagegate.models.recipe import Recipe, load_recipe
-from stagegate.models.train import train
-from stagegate.world.batch import split_by_day
-from stagegate.world.config import WorldConfig
-from stagegate.world.live import LiveWorld
-from stagegate.world.schema import ServedBatch
+from simulator.models.common import BaseRanker
+from simulator.models.recipe import Recipe, load_recipe
+from simulator.models.train import train
+from simulator.world.config import WorldConfig
+from simulator.world.live import LiveWorld
+from stagegate.log_rows import split_by_day
+from stagegate.logs import ServedBatch
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stagegate.world.schema import DEVICES, SEGMENTS, RequestContext
+from stagegate.logs import DEVICES, SEGMENTS, RequestContext
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.entities.model_registry import ModelVersion
 
+    from simulator.models.recipe import Recipe
     from stagegate.models.base import Ranker
-    from stagegate.models.recipe import Recipe
 
 ARTIFACT_PATH = "ranker"
 REQUEST_COLUMNS = ("user_id", "hour", "device", "user_segment", "t", "recent_items", "request_id")
@@ -138,7 +138,7 @@ def _pyfunc_class() -> type:
 
     RankerPyfunc.__module__ = __name__
     RankerPyfunc.__qualname__ = "RankerPyfunc"
-    globals()["RankerPyfunc"] = RankerPyfunc  # picklable by reference: stagegate.models.pyfunc.RankerPyfunc
+    globals()["RankerPyfunc"] = RankerPyfunc  # picklable by reference: simulator.models.pyfunc.RankerPyfunc
     _CLASS_CACHE["cls"] = RankerPyfunc
     return RankerPyfunc
 
@@ -251,7 +251,7 @@ def load_recipe_artifact(model_uri: str) -> Recipe:
     import mlflow.artifacts
     import yaml
 
-    from stagegate.models.recipe import parse_recipe
+    from simulator.models.recipe import parse_recipe
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     for path in sorted((local / "artifacts").glob("*.yaml")):

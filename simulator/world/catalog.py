@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stagegate.world.config import WorldConfig
+from simulator.world.config import WorldConfig
 
 if TYPE_CHECKING:
     import pandas as pd

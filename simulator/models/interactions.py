@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from stagegate.world.schema import ServedBatch
+from stagegate.logs import ServedBatch
 
 Label = Literal["click", "purchase"]
 
@@ -72,7 +72,7 @@ def training_window(logs: ServedBatch, days: float | None) -> ServedBatch:
     """The last ``days`` of the logs (all of them if None)."""
     if days is None or logs.n == 0:
         return logs
-    from stagegate.world.batch import take
+    from stagegate.log_rows import take
 
     end = float(logs.context.t.max())
     return take(logs, logs.context.t >= end - days)

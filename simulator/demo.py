@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stagegate.setup import MODEL, RECIPES, fresh_workspace, init_workspace, register_candidate
+from simulator.setup import MODEL, RECIPES, fresh_workspace, init_workspace, register_candidate
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "demo.yaml"
 CANDIDATES = ("clickbait", "better")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stagegate.models.common import BaseRanker, servable, standardise_rows
-from stagegate.world.schema import RequestContext
+from simulator.models.common import BaseRanker, servable, standardise_rows
+from stagegate.logs import RequestContext
 
 
 class Blend(BaseRanker):

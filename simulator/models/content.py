@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from stagegate.models.common import BaseRanker
-from stagegate.models.interactions import Label
-from stagegate.world.catalog import public_embeddings
-from stagegate.world.schema import RequestContext, ServedBatch
+from simulator.models.common import BaseRanker
+from simulator.models.interactions import Label
+from simulator.world.catalog import public_embeddings
+from stagegate.logs import RequestContext, ServedBatch
 
 
 class ContentKnobs(BaseModel):

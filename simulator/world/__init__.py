@@ -4,12 +4,12 @@ Public surface: :class:`WorldConfig` and :class:`LiveWorld` (serve rankers, log 
 public log types :class:`RequestContext` and :class:`ServedBatch`, and row operations on logs.
 """
 
-from stagegate.world.batch import between, concat, split_by_day, take, take_context
-from stagegate.world.catalog import public_embeddings
-from stagegate.world.config import Mechanisms, ResponseParams, WorldConfig, small_config
-from stagegate.world.live import LiveWorld
-from stagegate.world.oracle import ground_truth, summarise
-from stagegate.world.schema import DAYPARTS, DEVICES, SEGMENTS, RequestContext, ServedBatch
+from simulator.world.catalog import public_embeddings
+from simulator.world.config import Mechanisms, ResponseParams, WorldConfig, small_config
+from simulator.world.live import LiveWorld
+from simulator.world.oracle import ground_truth, summarise
+from stagegate.log_rows import between, concat, split_by_day, take, take_context
+from stagegate.logs import DAYPARTS, DEVICES, SEGMENTS, RequestContext, ServedBatch
 
 __all__ = [
     "DAYPARTS",

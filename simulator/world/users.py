@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stagegate.world.catalog import Catalog, _normalise
-from stagegate.world.config import WorldConfig
+from simulator.world.catalog import Catalog, _normalise
+from simulator.world.config import WorldConfig
 
 
 @dataclass

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from stagegate.logs import RequestContext
 from stagegate.ranking import top_k
-from stagegate.world.schema import RequestContext
 
 CHUNK_ROWS = 2048  # (2048, n_items) float64 matrices: 8 MB at 500 items, 32 MB at 2,000
 
@@ -26,7 +26,7 @@ def servable(ctx: RequestContext, in_stock_only: bool = False) -> np.ndarray:
 def topk(scores: np.ndarray, k: int) -> np.ndarray:
     """(n, k) int32 indices of the k best scores per row, best first (ties broken by lower item id).
 
-    A thin wrapper of :func:`stagegate.world.ranking.top_k`, the one deterministic ranking helper.
+    A thin wrapper of :func:`simulator.world.ranking.top_k`, the one deterministic ranking helper.
     """
     return top_k(scores, k).astype(np.int32)
 
@@ -47,7 +47,7 @@ def chunked(
     """Apply ``fn`` to row chunks of ``ctx`` and stack the results."""
     if ctx.n <= rows:
         return fn(ctx)
-    from stagegate.world.batch import take_context
+    from stagegate.log_rows import take_context
 
     parts = [fn(take_context(ctx, np.arange(lo, min(ctx.n, lo + rows)))) for lo in range(0, ctx.n, rows)]
     return np.concatenate(parts, axis=0)
@@ -86,7 +86,7 @@ class BaseRanker:
         """(n, k) slate and the score of each slate item (used by the world to serve Plackett–Luce)."""
         if ctx.n <= CHUNK_ROWS:
             return self._rank(ctx, k)
-        from stagegate.world.batch import take_context
+        from stagegate.log_rows import take_context
 
         parts = [
             self._rank(take_context(ctx, np.arange(lo, min(ctx.n, lo + CHUNK_ROWS))), k)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from stagegate.models.common import BaseRanker, servable, standardise_rows, topk
-from stagegate.world.schema import RequestContext
+from simulator.models.common import BaseRanker, servable, standardise_rows, topk
+from stagegate.logs import RequestContext
 
 
 class RerankerKnobs(BaseModel):

@@ -33,7 +33,7 @@ SIZES = {"demo", "small"}
 
 
 def world_config(size: str, seed: int) -> Any:
-    from stagegate.world import WorldConfig, small_config
+    from simulator.world import WorldConfig, small_config
 
     if size not in SIZES:
         raise ValueError(f"unknown world size {size!r}; choose one of {sorted(SIZES)}")
@@ -43,7 +43,7 @@ def world_config(size: str, seed: int) -> Any:
 def _register(ranker: Any, recipe: Any, model: str, ws: Workspace) -> str:
     import mlflow
 
-    from stagegate.models.pyfunc import log_ranker
+    from simulator.models.pyfunc import log_ranker
     from stagegate.runtime import use_tracking
 
     experiment_id = use_tracking(ws.mlflow_uri, ws.artifact_root)
@@ -65,9 +65,9 @@ def init_workspace(
     holdout_days: float = 7.0,
     model: str = MODEL,
 ) -> dict[str, Any]:
-    from stagegate.models.recipe import load_recipe
-    from stagegate.models.train import train
-    from stagegate.world import LiveWorld, take
+    from simulator.models.recipe import load_recipe
+    from simulator.models.train import train
+    from simulator.world import LiveWorld, take
 
     ws = Workspace.from_env(root)
     world = LiveWorld(world_config(size, seed))
@@ -113,8 +113,8 @@ def init_workspace(
 
 def register_candidate(recipe_path: str | Path, model: str = MODEL, root: str | Path | None = None) -> str:
     """Train ``recipe_path`` on the workspace's training log (before the hold-out) and register it."""
-    from stagegate.models.recipe import load_recipe
-    from stagegate.models.train import train
+    from simulator.models.recipe import load_recipe
+    from simulator.models.train import train
     from stagegate.runtime import Runtime
 
     recipe = load_recipe(recipe_path)  # RecipeError names the file and field

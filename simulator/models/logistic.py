@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from stagegate.models.common import BaseRanker
-from stagegate.models.interactions import Label, item_counts, label_matrix, positives
-from stagegate.world.catalog import public_embeddings
-from stagegate.world.rng import stream_key, uniform
-from stagegate.world.schema import DAYPARTS, DEVICES, RequestContext, ServedBatch
+from simulator.models.common import BaseRanker
+from simulator.models.interactions import Label, item_counts, label_matrix, positives
+from simulator.world.catalog import public_embeddings
+from simulator.world.rng import stream_key, uniform
+from stagegate.logs import DAYPARTS, DEVICES, RequestContext, ServedBatch
 
 DENSE = ("saliency", "log_price", "fresh", "log_pop", "in_stock", "cat_share", "emb_sim")
 _MAX_NEWTON_STEPS = 50  # a dozen suffice; the cap only guards against a pathological input

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stagegate.world.batch import concat, take, take_context
-from stagegate.world.schema import RequestContext, ServedBatch
-from stagegate.world.threads import single_threaded_blas
+from simulator.world.threads import single_threaded_blas
+from stagegate.log_rows import concat, take, take_context
+from stagegate.logs import RequestContext, ServedBatch
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stagegate.world.catalog import Catalog
-from stagegate.world.config import Mechanisms, ResponseParams
-from stagegate.world.users import Users
+from simulator.world.catalog import Catalog
+from simulator.world.config import Mechanisms, ResponseParams
+from simulator.world.users import Users
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

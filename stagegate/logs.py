@@ -60,7 +60,7 @@ class ServedBatch:
     shadow_latency_ms: np.ndarray | None = None  # float64 (n,) the shadow model's latency
     shadow_error: np.ndarray | None = None  # bool (n,) the shadow model failed (its shadow_items row is -1)
     # uint8 (n, ceil(n_items / 8)): the public in-stock flags of the whole catalogue when the request was
-    # served, bit-packed (np.packbits, bitorder="little"); stagegate.world.batch.serving_batches unpacks them
+    # served, bit-packed (np.packbits, bitorder="little"); stagegate.log_rows.serving_batches unpacks them
     in_stock_at_serve: np.ndarray | None = None
 
     @property

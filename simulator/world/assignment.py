@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stagegate.world.rng import stream_key, uniform
+from simulator.world.rng import stream_key, uniform
 
 
 def bucket(user_id: np.ndarray, salt: str) -> np.ndarray:
