@@ -2,7 +2,7 @@
 
 For every recipe in ``--recipes`` (default recipes/zoo/), trained on the same logs as the champion:
 
-1. ground truth: :func:`stagegate.oracle.oracle` (the candidate at 100 % against the champion at 100 % in
+1. ground truth: :func:`simulator.oracle.oracle` (the candidate at 100 % against the champion at 100 % in
    the live world, ``--seeds`` seeds, common random numbers) labels it promote / reject / neutral;
 2. four strategies decide, each in its own fork of the live world from the same state:
    - offline-only: promote when the candidate's mean NDCG@10 (click labels) on the hold-out beats the
@@ -398,11 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     HUMAN["on_hold"] = args.on_hold
 
+    from simulator.models.recipe import load_recipe
+    from simulator.models.train import train
+    from simulator.models.zoo import build_zoo
+    from simulator.oracle import label, recipe_paths, world_config
     from stagegate.evaluation.offline import evaluate_offline
-    from stagegate.models.recipe import load_recipe
-    from stagegate.models.train import train
-    from stagegate.models.zoo import build_zoo
-    from stagegate.oracle import label, recipe_paths, world_config
     from stagegate.policy.load import load_policy
 
     t_start = time.perf_counter()

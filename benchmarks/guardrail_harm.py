@@ -6,7 +6,7 @@ benchmark measures, at the sizes of ``--policy`` (policies/default.yaml: its can
 ``min_users``, looks and deadlines) in the demo world, the share of candidates that reach rollout, are held
 for a human or are rolled back, under the old rule and the new one.
 
-How the canaries are made (``calibrate``): the demo world of benchmarks/decisions.py (stagegate.world,
+How the canaries are made (``calibrate``): the demo world of benchmarks/decisions.py (simulator.world,
 3,000 users, seed 7: a bootstrap week, then 21 days of history with the trained champion) serves the
 policy's canary steps at their weights, A/A (the champion in both arms), in the policy's look windows.
 Each step's users, with their per-window requests, errors, clicks, purchases and revenue, form that step's
@@ -81,8 +81,8 @@ def calibrate(canary: Any, size: str = "demo", world_seed: int = 7, truth_seed: 
     """Serve the canary's steps A/A in the world and keep every step's per-user, per-window aggregates."""
     import pandas as pd
 
-    from stagegate.models.zoo import build_zoo
-    from stagegate.oracle import world_config
+    from simulator.models.zoo import build_zoo
+    from simulator.oracle import world_config
 
     zoo = build_zoo(world_config(size, world_seed), candidates=())
     world, champion = zoo.world.fork(truth_seed=truth_seed), zoo.champion

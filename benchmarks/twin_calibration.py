@@ -7,15 +7,15 @@ champion:
    the policy's ``days`` and ``seeds``; the twin fitted once from the training log and the public catalogue),
    on revenue, purchases and clicks per user; also with the twin's earlier in-sample taste weight
    (``taste_holdout=0``), to show what the out-of-sample weight changed;
-2. the truth: :func:`stagegate.world.oracle.adaptive_ground_truth` (the candidate at 100 % against the
+2. the truth: :func:`simulator.world.oracle.adaptive_ground_truth` (the candidate at 100 % against the
    champion at 100 % in the live world, common random numbers, seeds added until the labelled metrics'
-   95 % intervals are within ±2 % or the cap), labelled by :func:`stagegate.oracle.label_truth` with the
+   95 % intervals are within ±2 % or the cap), labelled by :func:`simulator.oracle.label_truth` with the
    policy's guardrails;
 3. per metric, over the zoo's recipes: sign agreement, Spearman's ρ, bias, mean absolute error
-   (:func:`stagegate.world.twin_calibration.calibrate`) and whether the calibration supports gating on it.
+   (:func:`simulator.world.twin_calibration.calibrate`) and whether the calibration supports gating on it.
 
 ``--write-record`` writes the calibration record the simulation stage reads
-(stagegate/world/twin_calibration.json). Usage: ``python benchmarks/twin_calibration.py [--size demo]
+(simulator/world/twin_calibration.json). Usage: ``python benchmarks/twin_calibration.py [--size demo]
 [--max-seeds 16] [--json out.json] [--truth-cache FILE] [--write-record]``.
 """
 
@@ -91,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from flows.stages.simulation import holdout_traffic, twin_arm, twin_effect
-    from stagegate.models.recipe import load_recipe
-    from stagegate.models.train import train
-    from stagegate.models.zoo import build_zoo
-    from stagegate.oracle import label_truth, protection, recipe_paths, world_config
+    from simulator.models.recipe import load_recipe
+    from simulator.models.train import train
+    from simulator.models.zoo import build_zoo
+    from simulator.oracle import label_truth, protection, recipe_paths, world_config
+    from simulator.world.oracle import adaptive_ground_truth
+    from simulator.world.twin import TwinWorld
+    from simulator.world.twin_calibration import RECORD, calibrate, record
     from stagegate.policy.load import load_policy
-    from stagegate.world.oracle import adaptive_ground_truth
-    from stagegate.world.twin import TwinWorld
-    from stagegate.world.twin_calibration import RECORD, calibrate, record
 
     t_start = time.perf_counter()
     policy = load_policy(args.policy)

@@ -10,8 +10,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.context import PromotionContext, runtime
+from stagegate.logs import ServedBatch
 from stagegate.traffic import Split
-from stagegate.world.schema import ServedBatch
 
 
 @task(name="set-split", retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE)

@@ -8,31 +8,54 @@ does not validate, a model or version that does not exist, a workspace that is n
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from stagegate.cli_ops import register as register_ops
 from stagegate.judge.cli import judge_app
 from stagegate.offline_env import quiet_environment
 from stagegate.router.cli import serve
 
+
+class _WithExtensions(TyperGroup):
+    """The core's commands plus those of every typer app in the ``stagegate.cli`` entry-point group (the
+    simulator's: ``world init``, ``world oracle``, ``candidates register``, ``demo``). The extensions are
+    loaded only when the commands are listed or a command is not the core's, so importing this module or
+    running a core command never imports the simulator."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        core = super().list_commands(ctx)
+        return [*core, *(name for name in _extension_commands() if name not in core)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return super().get_command(ctx, cmd_name) or _extension_commands().get(cmd_name)
+
+
+@cache
+def _extension_commands() -> dict[str, Any]:
+    """Name -> command of every command and group the ``stagegate.cli`` typer apps declare."""
+    from stagegate.extensions import CLI, load_all
+
+    commands: dict[str, Any] = {}
+    for name, extension in load_all(CLI).items():
+        group = typer.main.get_command(extension)
+        commands.update(getattr(group, "commands", None) or {group.name or name: group})
+    return commands
+
+
 app = typer.Typer(
+    cls=_WithExtensions,
     help="Staged model promotion: offline, simulation, shadow, canary, rollout.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 policy_app = typer.Typer(help="Promotion policies.", no_args_is_help=True)
-candidates_app = typer.Typer(
-    help="Candidate models: train from a recipe, register in MLflow.", no_args_is_help=True
-)
-world_app = typer.Typer(
-    help="The simulated live world (the embedded default traffic source).", no_args_is_help=True
-)
 app.add_typer(policy_app, name="policy")
-app.add_typer(candidates_app, name="candidates")
-app.add_typer(world_app, name="world")
 app.add_typer(judge_app, name="judge")
 
 BAD_INPUT = 2
@@ -101,59 +124,6 @@ def connections_show() -> None:
     except ConnectionsError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{connections_path(root) or connections.source}: {connections.describe()}")
-
-
-@world_app.command("init")
-def world_init(
-    seed: int = typer.Option(7, help="world seed"),
-    size: str = typer.Option("demo", help="world size preset: demo or small"),
-) -> None:
-    """Create the simulated world, bootstrap a champion and log its history into the workspace."""
-    quiet_environment()
-    from stagegate.setup import init_workspace
-
-    info = init_workspace(seed=seed, size=size)
-    typer.echo(
-        f"world ready in {info['workspace']}: champion v{info['champion_version']}, "
-        f"{info['history_requests']} logged requests, hold-out from day {info['holdout_start_day']}"
-    )
-
-
-@world_app.command("oracle")
-def world_oracle(
-    recipe: Path = typer.Argument(..., help="recipe YAML, or a folder of recipes"),
-    seeds: int = typer.Option(16, help="at most this many seeds (added 4 at a time until resolved)"),
-    days: float = typer.Option(7.0, help="simulated days at 100% per arm"),
-    size: str = typer.Option("small", help="world size preset: demo or small"),
-    policy: Path = typer.Option(None, help="policy whose canary guardrails the labels protect"),
-) -> None:
-    """True effect of RECIPE at 100% against the champion in the live world (JSON; benchmarks only)."""
-    quiet_environment()
-    from stagegate.models.recipe import RecipeError
-    from stagegate.oracle import oracle_command
-
-    try:
-        oracle_command(recipe, seeds, days, size, policy)
-    except (RecipeError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-
-
-@candidates_app.command("register")
-def candidates_register(
-    recipe: Path = typer.Argument(..., help="recipe YAML (family, knobs, training window)"),
-    model: str = typer.Option("recsys-ranker", help="registered model name"),
-) -> None:
-    """Train a candidate from RECIPE on the workspace's logged history and register it in MLflow."""
-    quiet_environment()
-    from stagegate.models.recipe import RecipeError
-    from stagegate.runtime import WorkspaceNotReady
-    from stagegate.setup import register_candidate
-
-    try:
-        version = register_candidate(recipe, model)
-    except (RecipeError, WorkspaceNotReady, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"registered {model} version {version} from {recipe}")
 
 
 @app.command()
@@ -236,17 +206,6 @@ def _reconcile(model: str | None, quiet: bool) -> list:
     if not results and not quiet:
         typer.echo("nothing to reconcile: every open promotion holds a live lease")
     return results
-
-
-@app.command()
-def demo(
-    workdir: Path = typer.Option(Path(".stagegate/demo"), help="workspace for the demo (recreated)"),
-) -> None:
-    """Train a champion and two candidates, promote both, print what happened and where to look."""
-    quiet_environment()
-    from stagegate.demo import run_demo
-
-    run_demo(workdir)
 
 
 register_ops(app)  # up, down, approve, reject, demo --interactive

@@ -199,7 +199,9 @@ def interactive_policy(target: Path, approvers: list[str], timeout: str = "1h") 
     """policies/demo.yaml with human approval before rollout, written to ``target``."""
     import yaml
 
-    from stagegate.demo import POLICY
+    from stagegate.extensions import SIMULATORS, load
+
+    POLICY = load(SIMULATORS, "demo", needed_for="the demo").POLICY  # the simulator's, by entry point
 
     policy: dict[str, Any] = yaml.safe_load(POLICY.read_text(encoding="utf-8"))
     policy["approvals"] = {"approvers": approvers, "timeout": timeout, "on_timeout": "reject"}
@@ -239,9 +241,9 @@ def run_interactive_demo(workdir: Path, approvers: list[str] | None = None) -> l
         f"'promote' run, press Resume, and answer as one of {names} "
         "(or `stagegate approve RUN --approver NAME`)."
     )
-    from stagegate.demo import run_demo
+    from stagegate.extensions import SIMULATORS, load
 
-    return run_demo(workdir, policy=policy)
+    return load(SIMULATORS, "demo", needed_for="the demo").run_demo(workdir, policy=policy)
 
 
 INTERACTIVE_OPTION = typer.Option(

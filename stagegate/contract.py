@@ -35,9 +35,9 @@ An optional inference parameter ``k`` (long) tells the model the slate length; a
 rank at least as many items as the longest slate any stage asks for (stagegate.models.external checks
 each answer and raises on a short, unknown or repeated id).
 
-stagegate's own recipe models (stagegate.models.pyfunc) predate this contract and answer a request table
+stagegate's own recipe models (simulator.models.pyfunc) predate this contract and answer a request table
 with top-k lists instead; they are accepted as the ``recipe`` flavour, recognised by the version tag
-``recipe`` that :func:`stagegate.models.pyfunc.log_ranker` writes and their own request signature.
+``recipe`` that :func:`simulator.models.pyfunc.log_ranker` writes and their own request signature.
 
 The check (:func:`check_signature`) is pure: it reads a signature and returns every problem with the
 field it concerns. :func:`check_version` fetches a registered version's signature from MLflow (MLflow is
@@ -81,7 +81,7 @@ OUTPUT_COLUMNS: tuple[Column, ...] = (
 PARAM_K = "k"
 #: The version tag by which stagegate's own recipe models are recognised (set by log_ranker).
 RECIPE_TAG = "recipe"
-#: The request signature of the recipe flavour (stagegate.models.pyfunc._signature): output columns.
+#: The request signature of the recipe flavour (simulator.models.pyfunc._signature): output columns.
 RECIPE_OUTPUTS = {"user_id": "long", "items": "Array(long)"}
 
 

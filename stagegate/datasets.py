@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stagegate.world.schema import RequestContext, ServedBatch
+from stagegate.logs import RequestContext, ServedBatch
 
 
 def save_batch(batch: ServedBatch, path: str | Path) -> None:

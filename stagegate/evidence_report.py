@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from stagegate.events.store import EventStore, events
-from stagegate.world.schema import DEVICES, SEGMENTS
+from stagegate.logs import DEVICES, SEGMENTS
 
 SLATE_K = 10
 TRAFFIC_STAGES = ("shadow", "canary", "rollout")

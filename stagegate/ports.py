@@ -7,7 +7,7 @@ the entry-point groups ``stagegate.traffic``, ``stagegate.metrics``, ``stagegate
 a warehouse or a scheduler are others. Like Argo Rollouts' metric-provider interface, each port is a few
 methods with a written contract and nothing else.
 
-This module imports nothing from the simulator (stagegate.world), the models or the flows: an adapter
+This module imports nothing from the simulator (simulator.world), the models or the flows: an adapter
 depends on the port, never the other way round (tests/core/test_import_rules.py enforces it).
 
 Time crosses every port as timezone-aware UTC ``datetime``. The simulated world counts days since it

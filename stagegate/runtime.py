@@ -2,14 +2,16 @@
 
 The ports (traffic, metrics, offline data, clock; stagegate.ports) get the adapters the connections file
 chooses: ``$STAGEGATE_CONNECTIONS``, else the workspace's ``connections.yaml``, else the embedded default,
-which serves traffic from the simulated live world in this process; the world's state is pickled in the
-workspace after every served window so that the next process continues the same world.
+which serves traffic from the simulated live world in this process.
+
+The simulated world itself is the simulator's: ``world``, ``reload_world``, ``save_world``, ``history``,
+``manifest``, ``training_log`` and ``serve`` are forwarded to the object registered as ``world`` in the
+``stagegate.simulators`` entry-point group (simulator.host.SimulatedWorld), built with this Runtime; this
+module never imports the simulator. Without it installed, those raise MissingExtension.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,13 +21,13 @@ import numpy as np
 
 from stagegate.connections import Connections, resolve_connections
 from stagegate.events.store import EventStore
+from stagegate.logs import ServedBatch
 from stagegate.models.base import Ranker
 from stagegate.models.replay import ReplayRanker
 from stagegate.ports import Clock, MetricSource, OfflineData, Split, TrafficController
 from stagegate.registry import Registry
 from stagegate.tracking import PromotionTracker
 from stagegate.workspace import Workspace
-from stagegate.world.schema import ServedBatch
 
 
 class WorkspaceNotReady(RuntimeError):
@@ -101,33 +103,33 @@ class Runtime:
         return PromotionTracker(self.workspace.mlflow_uri, model, self.workspace.artifact_root)
 
     @cached_property
-    def manifest(self) -> dict[str, Any]:
-        if not self.workspace.manifest_path.exists():
-            raise WorkspaceNotReady(f"no world in {self.workspace.root}: run `stagegate world init` first")
-        return json.loads(self.workspace.manifest_path.read_text(encoding="utf-8"))
+    def simulator(self) -> Any:
+        """The simulated world of this workspace (entry point ``stagegate.simulators``: ``world``)."""
+        from stagegate.extensions import SIMULATORS, load
 
-    @cached_property
+        return load(SIMULATORS, "world", needed_for="the simulated world")(self)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The simulated world's manifest (seed, sizes, ``holdout_start_day``); WorkspaceNotReady if none."""
+        return self.simulator.manifest
+
+    @property
     def world(self) -> Any:
-        if not self.workspace.world_path.exists():
-            raise WorkspaceNotReady(f"no world state at {self.workspace.world_path}")
-        with self.workspace.world_path.open("rb") as fh:
-            return pickle.load(fh)
+        """The simulated live world, loaded from the workspace; WorkspaceNotReady if there is none."""
+        return self.simulator.world
 
     def reload_world(self) -> None:
         """Forget the in-memory world so the next use reads the state another process saved."""
-        self.__dict__.pop("world", None)
+        self.simulator.reload_world()
 
     def save_world(self) -> None:
-        tmp = self.workspace.world_path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(self.world, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(self.workspace.world_path)
+        self.simulator.save_world()
 
-    @cached_property
+    @property
     def history(self) -> ServedBatch:
-        from stagegate.datasets import load_batch
-
-        return load_batch(self.workspace.history_path)
+        """The simulated world's logged history (training log and hold-out)."""
+        return self.simulator.history
 
     def holdout(self) -> list[ServedBatch]:
         """The logged requests after the training cut-off (the offline and simulation stages' data), in
@@ -152,33 +154,20 @@ class Runtime:
         return self._holdout_slates[key]
 
     def training_log(self) -> ServedBatch:
-        from stagegate.world import take
-
-        return take(
-            self.history, np.flatnonzero(self.history.context.t < float(self.manifest["holdout_start_day"]))
-        )
+        """The simulated world's log before the hold-out (what the simulation stage's twin is fitted on)."""
+        return self.simulator.training_log()
 
     def ranker(self, model: str, version: str) -> Ranker:
+        """Version ``version`` of ``model`` as a Ranker, loaded once by flavour (stagegate.models.loading)."""
         key = f"{model}/{version}"
         if key not in self._rankers:
-            from stagegate.models.pyfunc import load_ranker
+            from stagegate.models.loading import load_ranker
 
+            tags = self.registry.get_version(model, version).tags
             use_tracking(self.workspace.mlflow_uri, self.workspace.artifact_root)
-            self._rankers[key] = load_ranker(f"models:/{model}/{version}")
+            self._rankers[key] = load_ranker(f"models:/{model}/{version}", tags)
         return self._rankers[key]
 
     def serve(self, model: str, split: Split, hours: float) -> ServedBatch:
-        """Serve ``hours`` of live traffic under ``split`` and persist the world's new state."""
-        if split.champion is None:
-            raise RuntimeError("no champion is serving: refusing to serve traffic")
-        champion = self.ranker(model, split.champion)
-        candidate = self.ranker(model, split.candidate) if split.candidate else None
-        batch = self.world.serve(
-            champion,
-            candidate=candidate if split.candidate_weight > 0 else None,
-            candidate_share=split.candidate_weight if candidate is not None else 0.0,
-            hours=hours,
-            shadow=candidate if split.shadow else None,
-        )
-        self.save_world()
-        return batch
+        """Serve ``hours`` of live traffic under ``split`` in the simulated world and persist its state."""
+        return self.simulator.serve(model, split, hours)

@@ -1,6 +1,6 @@
 """Simulation stage: candidate and champion in a twin world fitted from logs, plus off-policy estimates.
 
-1. A :class:`stagegate.world.twin.TwinWorld` is fitted from the training log and the public catalogue only
+1. A twin world is fitted from the training log and the public catalogue only
    (never the live world's hidden parameters). It replays the hold-out's request contexts for ``days``
    simulated days, once with the champion and once with the candidate, with common random numbers; stock
    depletes with the twin's own purchases (a feedback loop the logs alone cannot show). The per-user
@@ -14,6 +14,10 @@
    any gate on it reports ERROR, never a confident number (the reasons are in ``diag_reasons``).
 
 :func:`simulation_evidence` is the stage's logic without Prefect or MLflow (benchmarks call it directly).
+
+The twin and its calibration are the simulator's: they come from the ``twin`` entry point of the
+``stagegate.simulators`` group (simulator.stage.TWIN: ``fit``, ``load_record``, ``restrict_gates``), so
+this module never imports the simulator package.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome
 from flows.stages import bookkeeping
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
-from stagegate.world.schema import ServedBatch
+from stagegate.logs import ServedBatch
 
 REWARDS = {"revenue": "revenue_per_user", "click": "clicks_per_user", "purchase": "purchases_per_user"}
 
@@ -44,9 +48,16 @@ def _aligned(users: np.ndarray, ids: np.ndarray, values: np.ndarray) -> np.ndarr
 
 def holdout_traffic(holdout: Any) -> Any:
     """The hold-out's request contexts (it may come in groups, one per serving snapshot)."""
-    from stagegate.world.batch import concat
+    from stagegate.log_rows import concat
 
     return (holdout if isinstance(holdout, ServedBatch) else concat(list(holdout))).context
+
+
+def twin_simulator() -> Any:
+    """What the stage needs of the simulator (entry point ``stagegate.simulators``: ``twin``)."""
+    from stagegate.extensions import SIMULATORS, load
+
+    return load(SIMULATORS, "twin", needed_for="the simulation stage's twin world")
 
 
 def twin_arm(twin: Any, ranker: Any, traffic: Any, config: Any) -> tuple[np.ndarray, dict, list]:
@@ -73,12 +84,11 @@ def simulation_evidence(
     """The stage's evidence and its records (twin summary, OPE results), from rankers, logs and the public
     catalogue. ``config`` is a :class:`stagegate.policy.schema.SimulationStage`."""
     from stagegate.evaluation.ope import estimate_all, logged_value, target_slates
-    from stagegate.world.twin import TwinWorld
 
     catalog = catalog.sort_values("item_id")
     price = catalog["price"].to_numpy(float)  # splits a request's revenue over its purchased slots
 
-    twin = TwinWorld.fit(train_log, catalog)
+    twin = twin_simulator().fit(train_log, catalog)
     traffic = holdout_traffic(holdout)
     arms_twin = {}
     for arm, ranker in ((CANDIDATE, candidate), (CHAMPION, champion)):
@@ -156,12 +166,11 @@ def simulation_stage(ctx: PromotionContext) -> StageOutcome:
 def calibrated_gates(config: Any, record: Any = "default") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The simulation stage's gate entries as the stage runs them: a gate on a twin metric rolls back only
     where the twin's calibration supports that metric, else it holds
-    (:func:`stagegate.world.twin_calibration.restrict_gates`); and what was decided, for the stage's run.
-    ``record``: a calibration record, None (no record), or "default" (:func:`load_record`)."""
-    from stagegate.world.twin_calibration import load_record, restrict_gates
-
-    data = load_record() if isinstance(record, str) and record == "default" else record
-    gates, notes = restrict_gates(config.gates, data)
+    (the twin simulator's ``restrict_gates``); and what was decided, for the stage's run. ``record``: a
+    calibration record, None (no record), or "default" (the twin simulator's ``load_record``)."""
+    twin = twin_simulator()
+    data = twin.load_record() if isinstance(record, str) and record == "default" else record
+    gates, notes = twin.restrict_gates(config.gates, data)
     return gates, {"record": None if data is None else data.get("path", "given"), "notes": notes}
 
 

@@ -1,4 +1,4 @@
-"""Clocks: ``simulated`` advances the simulated world to the next look; ``wall`` is real time.
+"""The wall clock (``wall``: real time); the simulated clock is the simulator's (simulator.adapters).
 
 A look is scheduled with :func:`stagegate.ports.next_look`; after a crash, :func:`resume_look` rebuilds
 the next look from the ledger (the verdicts already recorded for the step), so the process that takes over
@@ -14,56 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stagegate.ports import SIM_EPOCH, Look, Wait, next_look
-
-# Below this the world is "at" the due time: hours accumulate in floating point.
-_EPS_HOURS = 1e-9
-
-
-class SimulatedClock:
-    """Time is the simulated world's; waiting for a look serves the world up to the look's due time.
-
-    Serving goes through the host (the Runtime): the current split from the traffic port, the rankers from
-    the registry, and the served requests are appended to the event store under the look's promotion,
-    stage and step, which is exactly what a real router's logs would deliver while real time passes.
-    """
-
-    class Config(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-    def __init__(self, host: Any) -> None:
-        self.host = host
-
-    @classmethod
-    def from_config(cls, config: Config, host: Any) -> SimulatedClock:
-        return cls(host)
-
-    def now(self) -> datetime:
-        return SIM_EPOCH + timedelta(days=float(self.host.world.now))
-
-    def wait(self, look: Look) -> Wait:
-        hours = (look.due - self.now()) / timedelta(hours=1)
-        if hours <= _EPS_HOURS:
-            return Wait(ready=True, due=look.due)
-        self.advance(look.promotion_id, look.stage, look.step, hours)
-        return Wait(ready=True, due=look.due, waited=timedelta(hours=hours))
-
-    def advance(
-        self, promotion_id: str, stage: str, step: int, hours: float, model: str | None = None
-    ) -> Any:
-        """Serve ``hours`` under the current split and record the requests; returns the served batch."""
-        host = self.host
-        model = model or host.events.promotion(promotion_id)["model"]
-        split = host.traffic.get_split()
-        batch = host.serve(model, split, hours)
-        host.events.append_batch(
-            batch,
-            promotion_id=promotion_id,
-            stage=stage,
-            step=step,
-            versions=(split.champion, split.candidate),
-        )
-        return batch
+from stagegate.ports import Look, Wait, next_look
 
 
 class WallClock:

@@ -6,9 +6,9 @@
   environment, ``~/.aws``, instance role; ``endpoint_url`` for S3-compatible stores such as SeaweedFS or
   MinIO). A location ending in ``/`` (or a local folder) is every ``*.parquet`` under it, concatenated in
   name order.
-- ``workspace`` (:class:`WorkspaceOfflineData`): the simulator's history, which it writes once as Parquet
-  in exactly that schema (``<workspace>/offline/``) and then reads back through the same reader, so the
-  demo takes the same path as your logs.
+- ``workspace`` (simulator.adapters.WorkspaceOfflineData, registered by the simulator package): the
+  simulator's history, written once as Parquet in exactly that schema and read back through
+  :class:`ParquetOfflineData`, so the demo takes the same path as your logs.
 
 Every table is checked against its schema (:func:`stagegate.ports.check_table`), and the hold-out must
 start after the training log ends: a source that breaks either raises ValueError naming the location.
@@ -17,7 +17,6 @@ start after the training log ends: a source that breaks either raises ValueError
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,7 +37,7 @@ def _list_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
 
 
 def impressions_table(batch: Any) -> pa.Table:
-    """A ServedBatch (stagegate.world.schema) as a table of IMPRESSIONS_SCHEMA."""
+    """A ServedBatch (stagegate.logs) as a table of IMPRESSIONS_SCHEMA."""
     ctx = batch.context
     columns: dict[str, pa.Array] = {
         "request_id": pa.array(ctx.request_id, pa.int64()),
@@ -77,7 +76,7 @@ def impressions_table(batch: Any) -> pa.Table:
 
 
 def catalogue_table(frame: Any) -> pa.Table:
-    """The public catalogue frame (stagegate.world.catalog.public_frame) as a table of CATALOGUE_SCHEMA."""
+    """The public catalogue frame (simulator.world.catalog.public_frame) as a table of CATALOGUE_SCHEMA."""
     fields = [CATALOGUE_SCHEMA.field(name) for name in CATALOGUE_SCHEMA.names if name in frame.columns]
     emb = [c for c in frame.columns if str(c).startswith(EMBEDDING_PREFIX)]
     fields += [pa.field(c, pa.float64()) for c in emb]
@@ -208,88 +207,3 @@ class ParquetOfflineData:
 
     def catalogue(self) -> pa.Table:
         return self._read("catalogue", CATALOGUE_SCHEMA, extra_prefix=EMBEDDING_PREFIX)
-
-
-class WorkspaceOfflineData:
-    """The simulator's history split at the workspace manifest's ``holdout_start_day``, written once as
-    Parquet in ``<workspace>/offline/`` and read back through :class:`ParquetOfflineData`.
-
-    The catalogue is the world's public catalogue *now* (its stock moves as the world serves), so it is
-    rewritten on every call; the impressions are the fixed pre-promotion history.
-    """
-
-    FOLDER = "offline"
-
-    class Config(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-    def __init__(self, host: Any) -> None:
-        self.host = host
-
-    @classmethod
-    def from_config(cls, config: Config, host: Any) -> WorkspaceOfflineData:
-        return cls(host)
-
-    @property
-    def folder(self) -> Path | None:
-        """Where the Parquet files go; None for a host without a workspace (a test double): in memory."""
-        workspace = getattr(self.host, "workspace", None)
-        return Path(workspace.root) / self.FOLDER if workspace is not None else None
-
-    def _tables(self) -> dict[str, Any]:
-        from stagegate.world.batch import take
-
-        def holdout() -> pa.Table:
-            history = self.host.history
-            cut = float(self.host.manifest["holdout_start_day"])
-            return impressions_table(take(history, np.flatnonzero(history.context.t >= cut)))
-
-        return {
-            "holdout": holdout,
-            "training_log": lambda: impressions_table(self.host.training_log()),
-            "catalogue": lambda: catalogue_table(self.host.world.catalog_public()),
-        }
-
-    def _location(self, name: str, make: Any, always: bool) -> str:
-        """The Parquet file of ``name``, written from the simulator if missing (or if ``always``)."""
-        assert self.folder is not None
-        path = self.folder / f"{name}.parquet"
-        if always or not path.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")  # atomic: no reader sees half a file
-            pq.write_table(make(), tmp)
-            tmp.replace(path)
-        return str(path)
-
-    def _get(self, name: str) -> pa.Table:
-        makers = self._tables()
-        if self.folder is None:
-            reader: Any = _InMemory({k: make() for k, make in makers.items()})
-        else:
-            # the catalogue's stock moves as the world serves: rewrite it whenever it is asked for
-            fresh = {"catalogue"} if name == "catalogue" else set()
-            locations = {k: self._location(k, make, always=k in fresh) for k, make in makers.items()}
-            reader = ParquetOfflineData(ParquetOfflineData.Config(**locations))
-        return getattr(reader, name)()
-
-    def holdout(self) -> pa.Table:
-        return self._get("holdout")
-
-    def training_log(self) -> pa.Table:
-        return self._get("training_log")
-
-    def catalogue(self) -> pa.Table:
-        return self._get("catalogue")
-
-
-class _InMemory(ParquetOfflineData):
-    """ParquetOfflineData's checks over tables already in memory."""
-
-    def __init__(self, tables: dict[str, pa.Table]) -> None:
-        super().__init__(
-            ParquetOfflineData.Config(holdout="<memory>", training_log="<memory>", catalogue="<memory>")
-        )
-        self._given = tables
-
-    def _read(self, name: str, schema: pa.Schema, extra_prefix: str | None = None) -> pa.Table:
-        return check_table(self._given[name], schema, name, extra_prefix=extra_prefix)

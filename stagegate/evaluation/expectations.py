@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from stagegate.evaluation.logs import as_batches, concat
-from stagegate.world.schema import DEVICES, SEGMENTS, ServedBatch
+from stagegate.logs import DEVICES, SEGMENTS, ServedBatch
 
 if TYPE_CHECKING:
     import pandas as pd

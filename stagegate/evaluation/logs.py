@@ -1,6 +1,6 @@
 """Reading served logs: one or many ServedBatch objects, flattened, sliced and re-ranked in request chunks.
 
-A held-out log may arrive as one :class:`~stagegate.world.schema.ServedBatch` or as a sequence of them (one
+A held-out log may arrive as one :class:`~stagegate.logs.ServedBatch` or as a sequence of them (one
 per simulated serving time, each with its own stock snapshot and item ages). Everything here works on the
 concatenation in order, row ``i`` being the ``i``-th request over all batches.
 
@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from stagegate.logs import RequestContext, ServedBatch
 from stagegate.models.base import Ranker
 from stagegate.ranking import top_k
-from stagegate.world.schema import RequestContext, ServedBatch
 
 LogLike = ServedBatch | Sequence[ServedBatch]
 
@@ -341,9 +341,9 @@ def batch_from_table(table: Any, catalogue: Any) -> ServedBatch:
 
 
 def holdout_batches(table: Any, catalogue: Any) -> list[ServedBatch]:
-    """The hold-out table as serving-time groups (stagegate.world.batch.serving_batches): each group's
+    """The hold-out table as serving-time groups (stagegate.log_rows.serving_batches): each group's
     context carries the stock and item ages when its requests were served."""
-    from stagegate.world.batch import serving_batches
+    from stagegate.log_rows import serving_batches
 
     batch = batch_from_table(table, catalogue)
     publish, _, _ = catalogue_state(catalogue, 0.0)

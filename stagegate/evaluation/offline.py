@@ -1,7 +1,7 @@
 """The offline stage: re-rank held-out logged requests and score them per user.
 
 Protocol (shared/reference/recsys_simulation.md §6.4): for every held-out request the ranker ranks again
-from the request's own :class:`~stagegate.world.schema.RequestContext`; the relevant items are the logged
+from the request's own :class:`~stagegate.logs.RequestContext`; the relevant items are the logged
 slate's items with a positive label (click or purchase) in that request. Users are the unit: a user's value
 is the mean over their requests. Accuracy metrics (NDCG@k, recall@k, MAP@k) average over the user's
 requests that have at least one relevant item; beyond-accuracy metrics (ILD, novelty, calibration KL,
@@ -33,8 +33,8 @@ from stagegate.evaluation.logs import (
 )
 from stagegate.evaluation.segments import user_segments
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
+from stagegate.logs import ServedBatch
 from stagegate.models.base import Ranker
-from stagegate.world.schema import ServedBatch
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -71,8 +71,8 @@ import numpy as np
 
 from stagegate.evaluation.logs import LogLike, UserIndex, as_batches, check_slates, concat, n_items_of, rerank
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
+from stagegate.logs import ServedBatch
 from stagegate.models.base import Ranker
-from stagegate.world.schema import ServedBatch
 
 Reward = Literal["click", "purchase", "revenue"]
 Per = Literal["request", "user"]

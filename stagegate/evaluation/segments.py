@@ -1,6 +1,6 @@
 """Per-user segment masks from request context: a user's segment is their most frequent value.
 
-Segment names are the public codes of :mod:`stagegate.world.schema`: user segments (cold_start, light,
+Segment names are the public codes of :mod:`stagegate.logs`: user segments (cold_start, light,
 heavy), devices (desktop, mobile) and dayparts (night, morning, afternoon, evening = hour // 6).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from stagegate.evaluation.logs import UserIndex
-from stagegate.world.schema import DAYPARTS, DEVICES, SEGMENTS
+from stagegate.logs import DAYPARTS, DEVICES, SEGMENTS
 
 
 def segment_names() -> tuple[str, ...]:

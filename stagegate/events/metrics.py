@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
-from stagegate.world.schema import DAYPARTS, DEVICES, SEGMENTS
+from stagegate.logs import DAYPARTS, DEVICES, SEGMENTS
 
 ARM_NAMES = {0: CHAMPION, 1: CANDIDATE}
 

@@ -66,7 +66,7 @@ from stagegate.ledger_states import (
     PromotionState,
     check_transition,
 )
-from stagegate.world.schema import ServedBatch
+from stagegate.logs import ServedBatch
 
 metadata = MetaData()
 

@@ -1,12 +1,10 @@
-"""Recommender models trained on the world's public logs, described by recipes (YAML).
+"""What the core knows of models: the Ranker protocol (base), bring-your-own pyfunc models (external),
+replayed slates (replay) and how a registered version becomes a Ranker (loading).
 
-Families: popularity, itemknn, mf (implicit ALS), logistic (public features), content, blend, reranker.
-``load_recipe`` + ``train`` build any of them; :mod:`stagegate.models.pyfunc` logs them to MLflow.
+The recipe model families are the simulator's (simulator.models), reached through the
+``stagegate.model_flavours`` entry-point group.
 """
 
 from stagegate.models.base import Ranker
-from stagegate.models.common import BaseRanker
-from stagegate.models.recipe import Recipe, RecipeError, load_recipe, parse_recipe
-from stagegate.models.train import train
 
-__all__ = ["BaseRanker", "Ranker", "Recipe", "RecipeError", "load_recipe", "parse_recipe", "train"]
+__all__ = ["Ranker"]

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from stagegate.world.schema import RequestContext
+from stagegate.logs import RequestContext
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from stagegate.contract import PARAM_K
-from stagegate.world.schema import RequestContext
+from stagegate.logs import RequestContext
 
 
 class RankingOutputError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stagegate.world.schema import RequestContext
+from stagegate.logs import RequestContext
 
 
 class ReplayRanker:

@@ -1,6 +1,6 @@
 """The traffic-control contract (kept here for existing imports; it lives with the other ports).
 
-Implementations: the in-process simulated world (:mod:`stagegate.traffic.simulated`); a router service and
+Implementations: the in-process simulated world (:mod:`simulator.traffic`); a router service and
 SageMaker production-variant weights are further adapters of the same port (:mod:`stagegate.ports`).
 """
 

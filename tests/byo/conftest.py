@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stagegate.setup import MODEL, init_workspace
+from simulator.setup import MODEL, init_workspace
 from tests.workspaces import private_copy
 
 

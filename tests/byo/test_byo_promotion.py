@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stagegate.setup import MODEL
+from simulator.setup import MODEL
 from tests.e2e.test_promotion import FAST_STAGES
 
 pytestmark = pytest.mark.slow
@@ -107,8 +107,8 @@ def test_holdout_through_the_port_equals_the_simulator_log(byo_workspace: dict) 
     IMPRESSIONS_SCHEMA and read back through the OfflineData port, is the simulator's log field by field."""
     import pyarrow.parquet as pq
 
+    from stagegate.log_rows import serving_batches, take
     from stagegate.ports import IMPRESSIONS_SCHEMA, check_table
-    from stagegate.world.batch import serving_batches, take
 
     rt = _state(byo_workspace["root"])["rt"]
     via_port = rt.holdout()

@@ -9,10 +9,10 @@ import pytest
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+from simulator.models.pyfunc import _signature as recipe_signature
 from stagegate.contract import ContractError, check_signature, contract_signature
+from stagegate.logs import RequestContext
 from stagegate.models.external import ExternalRanker, RankingOutputError, candidate_sets, contract_frame
-from stagegate.models.pyfunc import _signature as recipe_signature
-from stagegate.world.schema import RequestContext
 
 
 def _sig(inputs: list, outputs: list, params: list | None = None) -> ModelSignature:

@@ -33,9 +33,9 @@ def test_example_trains_logs_and_serves_to_the_contract(tmp_path: Path, fresh_ml
     import mlflow
 
     from examples.sklearn_ranker.train import log_and_register, main, train
+    from simulator.models.pyfunc import load_ranker
     from stagegate.contract import check_version
     from stagegate.models.external import ExternalRanker
-    from stagegate.models.pyfunc import load_ranker
 
     train_table, _ = _logs()
     pq.write_table(train_table, tmp_path / "train.parquet")

@@ -20,8 +20,8 @@ from stagegate.adapters.offline import (
     read_parquet,
 )
 from stagegate.evaluation.logs import batch_from_table, recent_from_log
+from stagegate.log_rows import concat
 from stagegate.ports import IMPRESSIONS_SCHEMA, OfflineData, check_table
-from stagegate.world.batch import concat
 from tests.core.test_event_store import fake_batch
 
 N_ITEMS = 50

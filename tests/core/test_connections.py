@@ -8,9 +8,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from stagegate.adapters.clock import SimulatedClock, WallClock
+from simulator.adapters import SimulatedClock, WorkspaceOfflineData
+from simulator.traffic import FileTrafficController
+from stagegate.adapters.clock import WallClock
 from stagegate.adapters.metrics import EventStoreMetricSource
-from stagegate.adapters.offline import WorkspaceOfflineData
 from stagegate.cli import app
 from stagegate.connections import (
     GROUPS,
@@ -25,7 +26,6 @@ from stagegate.connections import (
 )
 from stagegate.ports import PORTS
 from stagegate.runtime import Runtime
-from stagegate.traffic import FileTrafficController
 from stagegate.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import pytest
 
 from stagegate.events.metrics import arm_samples
 from stagegate.events.store import EventStore
+from stagegate.logs import RequestContext, ServedBatch
 from stagegate.verdict import Outcome, Verdict
-from stagegate.world.schema import RequestContext, ServedBatch
 
 
 def fake_batch(n: int = 200, k: int = 10, n_items: int = 50, seed: int = 0, t0: float = 0.0) -> ServedBatch:

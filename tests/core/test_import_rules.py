@@ -1,6 +1,7 @@
 """The layering rules, checked on the source: a forbidden import or an import cycle fails here.
 
-The module import graph is computed with ``ast`` from every first-party module (stagegate, flows, gates),
+The module import graph is computed with ``ast`` from every first-party module (stagegate, flows, gates and
+the simulator),
 counting imports inside functions too: a lazy import still couples two modules, and a cycle of lazy imports
 is still a cycle (it only fails later, at run time). ``from package import name`` counts as an import of
 ``package.name`` when that is a module, else of ``package``.
@@ -9,6 +10,8 @@ is still a cycle (it only fails later, at run time). ``from package import name`
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("stagegate", "flows", "gates")
+CORE = ("stagegate", "flows", "gates")  # never import the simulator, not even inside a function
+SIMULATOR = "simulator"  # one adapter set behind the ports; it may import the core
+PACKAGES = (*CORE, SIMULATOR)
 
 # Known cycles that a change under way removes; each entry must name it. Remove an entry once it is gone.
 # Empty: every first-party cycle is gone, and a new one fails the test below.
@@ -205,7 +210,7 @@ def test_gates_are_pure() -> None:
 def test_ports_and_connections_know_no_adapter(layer: str) -> None:
     """The ports and the connections loader import nothing from the simulator, the models, the flows or
     the adapters: adapters depend on ports, and are found through entry points, never imported."""
-    forbidden = ("stagegate.world", "stagegate.models", "stagegate.adapters", "stagegate.oracle", "flows")
+    forbidden = (SIMULATOR, "stagegate.models", "stagegate.adapters", "flows")
     modules = _under(layer)
     assert modules, f"no module {layer}"
     assert not _violations(modules, forbidden)
@@ -213,15 +218,131 @@ def test_ports_and_connections_know_no_adapter(layer: str) -> None:
 
 def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
     """The rule checker fails on a planted violation (it is not a check that cannot fail)."""
-    planted = "import numpy\n\ndef f():\n    from stagegate.world import LiveWorld\n    import prefect\n"
+    planted = "import numpy\n\ndef f():\n    from simulator.world import LiveWorld\n    import prefect\n"
     name = "stagegate._planted_for_test"
     path = tmp_path / "planted.py"
     path.write_text(planted, encoding="utf-8")
     MODULES[name] = path
     try:
-        assert _violations([name], ("stagegate.world", "prefect")) == [
+        assert _violations([name], ("simulator.world", "prefect")) == [
             f"{name} imports prefect",
-            f"{name} imports stagegate.world",
+            f"{name} imports simulator.world",
         ]
     finally:
         del MODULES[name]
+
+
+# -- the simulator is behind the ports: the core, flows and gates never import it --------------------------
+
+_DYNAMIC_IMPORTS = {"import_module", "__import__"}
+
+
+def simulator_imports(modules: Iterable[str]) -> list[str]:
+    """``file:line: imports NAME`` for every import of the simulator package in ``modules``: ``import``
+    and ``from ... import`` anywhere in the module (at module level, in functions, under TYPE_CHECKING),
+    and ``importlib.import_module`` / ``__import__`` of a literal name."""
+    found = []
+    for module in modules:
+        path = MODULES[module]
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:  # relative ones stay in the package
+                names = [node.module or ""]
+            elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called in _DYNAMIC_IMPORTS and isinstance(node.args[0].value, str):
+                    names = [node.args[0].value]
+            for name in names:
+                if name == SIMULATOR or name.startswith(SIMULATOR + "."):
+                    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                    found.append(f"{where}:{node.lineno}: {module} imports {name}")
+    return found
+
+
+def test_the_core_flows_and_gates_never_import_the_simulator() -> None:
+    modules = _under(*CORE)
+    assert len(modules) > 50 and _under(SIMULATOR), "the scan must see the core and the simulator"
+    found = simulator_imports(modules)
+    assert not found, "the core reaches the simulator only through entry points:\n" + "\n".join(found)
+
+
+def test_a_planted_simulator_import_is_caught_with_file_and_line(tmp_path: Path) -> None:
+    planted = (
+        "import numpy\n"
+        "import simulator\n"
+        "\n"
+        "def f():\n"
+        "    from simulator.world.twin import TwinWorld\n"
+        "    import importlib\n"
+        "    importlib.import_module('simulator.models.pyfunc')\n"
+        "    from stagegate.logs import ServedBatch\n"
+    )
+    name = "flows._planted_for_test"
+    path = tmp_path / "planted.py"
+    path.write_text(planted, encoding="utf-8")
+    MODULES[name] = path
+    try:
+        assert simulator_imports([name]) == [
+            f"{path}:2: {name} imports simulator",
+            f"{path}:5: {name} imports simulator.world.twin",
+            f"{path}:7: {name} imports simulator.models.pyfunc",
+        ]
+    finally:
+        del MODULES[name]
+
+
+def test_the_simulator_is_found_by_the_graph() -> None:
+    """The simulator is in the graph (so its own cycles are caught too) and it does import the core."""
+    graph = import_graph()
+    assert "stagegate.logs" in graph["simulator.world.live"]
+    assert not any(d.startswith(SIMULATOR) for m in _under(*CORE) for d in graph[m])
+
+
+_NO_SIMULATOR_IMPORTED = """
+import sys
+import stagegate.cli, flows.promote, stagegate.runtime, stagegate.evaluation, gates
+import flows.stages.simulation, flows.stages.offline, stagegate.adapters.offline, stagegate.adapters.clock
+loaded = sorted(m for m in sys.modules if m == "simulator" or m.startswith("simulator."))
+print("simulator modules imported:", loaded)
+sys.exit(1 if loaded else 0)
+"""
+
+_SIMULATOR_ABSENT = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class NoSimulator(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "simulator" or name.startswith("simulator."):
+            raise ModuleNotFoundError(f"No module named {name!r} (the simulator is absent)", name=name)
+        return None
+
+sys.meta_path.insert(0, NoSimulator())
+import stagegate.cli, flows.promote, stagegate.runtime, stagegate.evaluation, gates
+from typer.testing import CliRunner
+
+result = CliRunner().invoke(stagegate.cli.app, ["policy", "validate", "policies/default.yaml"])
+if result.exit_code != 0:
+    sys.exit(f"a core command failed without the simulator: {result.output}")
+try:
+    import simulator  # noqa: F401
+except ModuleNotFoundError:
+    print("core imported without the simulator")
+else:
+    sys.exit("the blocker did not block the simulator")
+"""
+
+
+@pytest.mark.parametrize("script", [_NO_SIMULATOR_IMPORTED, _SIMULATOR_ABSENT], ids=["installed", "absent"])
+def test_the_core_imports_without_the_simulator(script: str) -> None:
+    """In a fresh interpreter, the CLI, the promotion flow, the runtime, evaluation and the gates import
+    without loading any simulator module, with the simulator installed; with it made unimportable, they
+    still import and a core command (``policy validate``) runs."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

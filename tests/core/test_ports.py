@@ -18,11 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text
 
-from stagegate.adapters.clock import SimulatedClock, WallClock, looks_done, resume_look
+from simulator.adapters import SimulatedClock, WorkspaceOfflineData
+from simulator.traffic import FileTrafficController
+from stagegate.adapters.clock import WallClock, looks_done, resume_look
 from stagegate.adapters.metrics import EventStoreMetricSource, sim_days
-from stagegate.adapters.offline import WorkspaceOfflineData, catalogue_table, impressions_table
+from stagegate.adapters.offline import catalogue_table, impressions_table
 from stagegate.events.store import EventStore
 from stagegate.evidence import CANDIDATE, CHAMPION
+from stagegate.log_rows import concat
 from stagegate.ports import (
     CATALOGUE_SCHEMA,
     IMPRESSIONS_SCHEMA,
@@ -43,9 +46,7 @@ from stagegate.ports import (
     required_fields,
     schema_problems,
 )
-from stagegate.traffic import FileTrafficController
 from stagegate.verdict import Outcome, Verdict
-from stagegate.world.batch import concat
 from tests.core.test_event_store import fake_batch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -344,7 +345,7 @@ def test_workspace_offline_data_conforms(tmp_path: Path) -> None:
     history = concat([fake_batch(n=300, seed=1, t0=0.0), fake_batch(n=300, seed=2, t0=3.0)])
 
     def training_log():
-        from stagegate.world.batch import take
+        from stagegate.log_rows import take
 
         return take(history, np.flatnonzero(history.context.t < 2.0))
 

@@ -17,12 +17,13 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
+from simulator.traffic import FileTrafficController
 from stagegate import rollback
 from stagegate.events.store import EventStore, promotions
 from stagegate.reconcile import reconcile
 from stagegate.registry import RegistryError, VersionInfo
 from stagegate.rollback import RollbackIncomplete, RollbackTarget, roll_back_promotion
-from stagegate.traffic import FileTrafficController, Split
+from stagegate.traffic import Split
 
 MODEL = "ranker"
 CHAMPION, CANDIDATE = "1", "2"

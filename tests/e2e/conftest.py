@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stagegate.setup import MODEL, RECIPES, init_workspace, register_candidate
+from simulator.setup import MODEL, RECIPES, init_workspace, register_candidate
 from tests.workspaces import private_copy
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stagegate.setup import MODEL
+from simulator.setup import MODEL
 
 pytestmark = pytest.mark.slow
 

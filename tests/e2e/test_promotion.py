@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from stagegate.setup import MODEL
+from simulator.setup import MODEL
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from stagegate.setup import MODEL
+from simulator.setup import MODEL
 from tests.e2e.test_promotion import FAST_STAGES, _state, write_policy
 
 pytestmark = pytest.mark.slow

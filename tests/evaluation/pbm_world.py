@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from stagegate.evaluation.plackett_luce import exact_marginals, sample_slates
-from stagegate.world.schema import ServedBatch
+from stagegate.logs import ServedBatch
 
 from .synth import batch, context
 

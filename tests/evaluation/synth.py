@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stagegate.world.schema import RequestContext, ServedBatch
+from stagegate.logs import RequestContext, ServedBatch
 
 
 class FixedScoreRanker:

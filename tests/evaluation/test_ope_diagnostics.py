@@ -14,8 +14,8 @@ import pytest
 
 from stagegate.evaluation import ope
 from stagegate.evidence import CANDIDATE
+from stagegate.log_rows import take
 from stagegate.plugins import build_gate
-from stagegate.world.batch import take
 
 from . import pbm_world as W
 from .synth import FixedScoreRanker

@@ -18,10 +18,10 @@ from stagegate.plugins import build_gate
 @pytest.fixture(scope="module")
 def stage():
     from flows.stages.simulation import simulation_evidence
-    from stagegate.models.zoo import build_zoo
+    from simulator.models.zoo import build_zoo
+    from simulator.world.config import small_config
+    from stagegate.log_rows import serving_batches
     from stagegate.policy.schema import SimulationStage
-    from stagegate.world.batch import serving_batches
-    from stagegate.world.config import small_config
 
     zoo = build_zoo(small_config(seed=5), candidates=(), history_days=14, test_days=5)
     publish_day = zoo.catalog.sort_values("item_id")["publish_day"].to_numpy(float)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stagegate.models import load_recipe, train
-from stagegate.world import LiveWorld, ServedBatch, small_config
+from simulator.models import load_recipe, train
+from simulator.world import LiveWorld, ServedBatch, small_config
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 

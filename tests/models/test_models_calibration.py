@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from simulator.models.zoo import build_zoo
+from simulator.world import small_config
 from stagegate.evaluation.offline import evaluate_offline
-from stagegate.models.zoo import build_zoo
-from stagegate.world import small_config
 from tests.models.conftest import RECIPES
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stagegate.models.logistic import LogisticKnobs, fit_logistic
-from stagegate.world import take, take_context
+from simulator.models.logistic import LogisticKnobs, fit_logistic
+from simulator.world import take, take_context
 
 ROOT = Path(__file__).resolve().parents[2]
 # max_rows below the log's size, so the negative down-sampling is exercised too
@@ -53,7 +53,7 @@ _CHILD = textwrap.dedent(
     """
     import pickle, sys
     import numpy as np
-    from stagegate.models.logistic import LogisticKnobs, fit_logistic
+    from simulator.models.logistic import LogisticKnobs, fit_logistic
     logs, catalog, ctx = pickle.load(open(sys.argv[1], "rb"))
     model = fit_logistic(logs, catalog, "purchase", LogisticKnobs(l2=1.0, max_rows=5000), "child")
     np.save(sys.argv[2], model.scores(ctx))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stagegate.models import Ranker, common, parse_recipe, train
-from stagegate.world import take_context
+from simulator.models import Ranker, common, parse_recipe, train
+from simulator.world import take_context
 
 MF = {"family": "mf", "knobs": {"factors": 4, "iterations": 3}}
 FAMILIES = {

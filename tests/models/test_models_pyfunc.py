@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stagegate.models import load_recipe, train
+from simulator.models import load_recipe, train
 from tests.models.conftest import RECIPES
 
 
@@ -27,7 +27,7 @@ def tracking(tmp_path: Path):
 def test_log_register_load_and_predict(tracking, tiny) -> None:
     import mlflow
 
-    from stagegate.models.pyfunc import load_ranker, load_recipe_artifact, log_ranker
+    from simulator.models.pyfunc import load_ranker, load_recipe_artifact, log_ranker
 
     recipe = load_recipe(RECIPES / "champion.yaml")
     model = train(recipe, tiny.logs, tiny.catalog)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stagegate.models import RecipeError, load_recipe, parse_recipe, train
+from simulator.models import RecipeError, load_recipe, parse_recipe, train
 from tests.models.conftest import RECIPES
 
 

@@ -222,7 +222,8 @@ def make_promo(
     import yaml
     from mlflow import MlflowClient
 
-    from stagegate.traffic import FileTrafficController, Split
+    from simulator.traffic import FileTrafficController
+    from stagegate.traffic import Split
 
     model = f"m-{uuid.uuid4().hex[:8]}"
     root = base / model

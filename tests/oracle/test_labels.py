@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stagegate.oracle import (
+from simulator.oracle import (
     STANDING,
     Guardrail,
     Protection,
@@ -16,7 +16,7 @@ from stagegate.oracle import (
     label_truth,
     protection,
 )
-from stagegate.world.oracle import METRICS, adaptive_ground_truth
+from simulator.world.oracle import METRICS, adaptive_ground_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -190,7 +190,7 @@ class _FakeWorld:
 
 
 def test_adaptive_seeds_stop_when_resolved_or_at_the_cap(monkeypatch) -> None:
-    import stagegate.world.oracle as wo
+    import simulator.world.oracle as wo
 
     def fake_pair(world, seed, days, n_users, champion, candidate, temperature):
         world.calls += 1

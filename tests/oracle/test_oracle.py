@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stagegate.models.recipe import load_recipe
-from stagegate.oracle import label, oracle, recipe_paths
+from simulator.models.recipe import load_recipe
+from simulator.oracle import label, oracle, recipe_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / "recipes" / "zoo"

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stagegate.models.zoo import build_zoo
-from stagegate.world import small_config
-from stagegate.world.twin import TwinWorld
+from simulator.models.zoo import build_zoo
+from simulator.world import small_config
+from simulator.world.twin import TwinWorld
 from tests.world.helpers import FixedRanker, RandomRanker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +39,8 @@ def test_fit_needs_only_pickled_public_data(zoo, twin, tmp_path: Path) -> None:
         import gc, pickle, sys
         import numpy as np
         logs, catalog = pickle.loads(open({str(data)!r}, "rb").read())
-        from stagegate.world.live import LiveWorld
-        from stagegate.world.twin import TwinWorld
+        from simulator.world.live import LiveWorld
+        from simulator.world.twin import TwinWorld
         twin = TwinWorld.fit(logs, catalog)
         assert not any(isinstance(o, LiveWorld) for o in gc.get_objects()), "a LiveWorld exists"
         np.savez({str(out)!r}, a=twin.attractiveness, c=twin.conversion, e=twin.examination)
@@ -58,7 +58,7 @@ def test_fit_needs_only_pickled_public_data(zoo, twin, tmp_path: Path) -> None:
 
 
 def test_twin_module_reads_no_hidden_state() -> None:
-    source = (ROOT / "stagegate" / "world" / "twin.py").read_text()
+    source = (ROOT / "simulator" / "world" / "twin.py").read_text()
     for forbidden in ("world.live", "world.oracle", "._catalog", ".quality", ".bait", "_taste", "oracle("):
         assert forbidden not in source, forbidden
 
@@ -110,8 +110,8 @@ def test_twin_prefers_the_champion_over_random_slates(zoo, twin) -> None:
 
 def test_simulation_stage_evidence_is_paired_with_twin_and_ope_metrics(zoo) -> None:
     from flows.stages.simulation import simulation_evidence
+    from stagegate.log_rows import serving_batches
     from stagegate.policy.schema import SimulationStage
-    from stagegate.world.batch import serving_batches
 
     publish_day = zoo.catalog.sort_values("item_id")["publish_day"].to_numpy(float)
     holdout = serving_batches(zoo.test_logs, publish_day)  # the runtime's shape: one batch per snapshot
@@ -159,7 +159,7 @@ def test_no_taste_in_the_log_means_no_taste_term(zoo) -> None:
     factors still memorise them in sample (a positive weight there); the hold-out weight is 0."""
     from dataclasses import replace
 
-    from stagegate.world.batch import concat
+    from stagegate.log_rows import concat
 
     logs = zoo.train_logs if not isinstance(zoo.train_logs, list) else concat(zoo.train_logs)
     perm = np.random.default_rng(3).permutation(logs.n)

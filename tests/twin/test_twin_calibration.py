@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stagegate.world.twin_calibration import (
+from simulator.world.twin_calibration import (
     RULE,
     MetricCalibration,
     calibrate,
@@ -126,7 +126,7 @@ def test_simulation_stage_gates_follow_the_record(tmp_path: Path, monkeypatch) -
 
 
 def test_the_shipped_record_is_valid() -> None:
-    monkeypatch_free = load_record(ROOT / "stagegate" / "world" / "twin_calibration.json")
+    monkeypatch_free = load_record(ROOT / "simulator" / "world" / "twin_calibration.json")
     assert set(monkeypatch_free["metrics"]) == {"revenue_per_user", "purchases_per_user", "clicks_per_user"}
     assert monkeypatch_free["provenance"]["benchmark"] == "benchmarks/twin_calibration.py"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stagegate.world import LiveWorld, WorldConfig, small_config
-from stagegate.world.rng import stream_key, uniform
-from stagegate.world.schema import RequestContext
+from simulator.world import LiveWorld, WorldConfig, small_config
+from simulator.world.rng import stream_key, uniform
+from stagegate.logs import RequestContext
 
 
 def tiny_config(seed: int = 3, **overrides: object) -> WorldConfig:

@@ -12,8 +12,8 @@ import copy
 import numpy as np
 import pytest
 
-from stagegate.models import load_recipe, train
-from stagegate.world import LiveWorld
+from simulator.models import load_recipe, train
+from simulator.world import LiveWorld
 from tests.models.conftest import RECIPES
 from tests.world.helpers import random_ranker, tiny_config
 

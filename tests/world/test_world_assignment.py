@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stagegate.world import LiveWorld
-from stagegate.world.assignment import assign
+from simulator.world import LiveWorld
+from simulator.world.assignment import assign
 from tests.world.helpers import random_ranker, tiny_config
 
 

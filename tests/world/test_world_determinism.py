@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from stagegate.world import LiveWorld
+from simulator.world import LiveWorld
 from tests.world.helpers import random_ranker, tiny_config
 
 

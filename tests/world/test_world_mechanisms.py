@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stagegate.world import LiveWorld, Mechanisms
+from simulator.world import LiveWorld, Mechanisms
 from tests.world.helpers import FixedRanker, random_ranker, tiny_config
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stagegate.world import LiveWorld, concat, split_by_day, take
-from stagegate.world import plackett_luce as pl
-from stagegate.world.batch import serving_batches
+from simulator.world import LiveWorld, concat, split_by_day, take
+from simulator.world import plackett_luce as pl
+from stagegate.log_rows import serving_batches
 from tests.world.helpers import BadIdsRanker, BrokenRanker, FixedRanker, random_ranker, tiny_config
 
 
