@@ -6,11 +6,13 @@ deployment on the stack (``run_deployment(..., timeout=0)``; infra/prefect.yaml)
 
 1. reads the promotion from the ledger and stops as soon as it no longer waits for approval (someone
    answered, the approval timed out, or the promotion ended);
-2. on the simulated world, serves one window of live traffic under the current split, because that world
-   advances only when someone serves it (against a real router the events arrive by themselves);
-3. builds the stage's evidence from the event store (the current ramp step, cumulative) and judges it with
-   the stage's gates under the same decision rules as the stage (flows.gating.judge: verdicts are persisted
-   under ``<stage>/monitor`` before anything acts);
+2. runs the stages' look loop (flows.stages.runner) on the current ramp step: each look waits on the
+   Clock port (the simulated clock serves one of the stage's batches, because that world advances only
+   when someone serves it; against a real router the events arrive by themselves and the wall clock waits
+   ``interval_seconds``), measures the step so far through the MetricSource port and judges it with the
+   stage's gates under the same decision rules as the stage (flows.gating.judge: verdicts are persisted
+   under ``<stage>/monitor`` before anything acts). A failed measurement counts against each gate's
+   ``consecutive_error_limit`` before it acts, so one flaky query does not roll back;
 4. on a ROLLBACK decision (a FAIL, or an ERROR, whose gate says rollback) runs the promotion's own
    ``roll-back`` task (traffic to 100% champion first, then aliases, tags, the ledger), announces it, and
    resumes the paused promotion flow run so that it stops waiting and closes its records.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -40,6 +43,7 @@ from flows.monitor_control import (
     start_monitor,
     watched_stage,
 )
+from flows.stages.runner import Plan, Step
 
 # Re-exported: callers that start or stop the monitor should import them from flows.monitor_control.
 __all__ = [
@@ -208,14 +212,10 @@ def guardrail_monitor(
 
 def monitor_plan(
     ctx: PromotionContext, stage: str, interval_seconds: float, max_looks: int, serve: bool
-) -> Any:
+) -> Plan:
     """The monitor's looks: the stage's current step from where it stands, never at a deadline (the
     promotion waits for a human), the whole step's data so far in every look. On the simulated world a
     look serves one of the stage's batches; against real traffic it waits ``interval_seconds``."""
-    from datetime import timedelta
-
-    from flows.stages.runner import Plan, Step
-
     rt = runtime()
     weight = 0.0 if stage == "shadow" else rt.traffic.get_split().candidate_weight
     every = timedelta(hours=_batch_hours(ctx, stage)) if serve else timedelta(seconds=interval_seconds)
