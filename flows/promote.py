@@ -7,6 +7,10 @@ Every state change is written to the promotion ledger before the action it annou
 before the decision it feeds. A stage decides ADVANCE, HOLD (wait for a human) or ROLLBACK; this flow alone
 acts on it. Before the first live user sees the candidate, a failure *rejects* it; after, it *rolls back*.
 Either way traffic returns to 100% champion and the champion alias stays (or goes back) where it was.
+An approved HOLD of a stage that watches live traffic resumes that stage where it held (flows.stages.runner:
+the same step, or the next one after a step's deadline; a held rollout still finishes its traffic move). A
+look the wall clock cannot wait for without holding the worker ends the run as ``deferred``: recorded in the
+ledger with the time it is due, the lease kept until then.
 
 The ledger enforces the moves (stagegate/ledger_states.py). Opening a promotion takes a lease on it
 (atomically: one open promotion per model), renewed by a heartbeat thread while this process lives; a
