@@ -196,6 +196,7 @@ def guardrail_monitor(
         stage_run_id=None,
         judged_as=f"{stage}/monitor",
         stop=stop,
+        clock=None if serve else monitor_clock(interval_seconds),
         # The simulated clock does not pass real time by itself: pace its looks by the interval.
         between_looks=(lambda: time.sleep(interval_seconds)) if serve else None,
     )
@@ -208,6 +209,14 @@ def guardrail_monitor(
     return MonitorResult(
         promotion_id=promotion_id, stage=stage, looks=result.looks, rolled_back=False, reason=result.reason
     )
+
+
+def monitor_clock(interval_seconds: float) -> Any:
+    """Real time for a monitor that does not serve: events arrive by themselves, and this flow run exists
+    to keep watching, so it waits out each interval (whatever clock the promotion's looks use)."""
+    from stagegate.adapters.clock import WallClock
+
+    return WallClock(max_block_seconds=interval_seconds + 60.0)
 
 
 def monitor_plan(

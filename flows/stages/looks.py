@@ -12,7 +12,16 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.context import PromotionContext, runtime
 from flows.gating import judge
-from flows.stages.runner import LookRecord, LoopResult, LoopState, Parts, Plan, Step, run_looks
+from flows.stages.runner import (
+    LookClock,
+    LookRecord,
+    LoopResult,
+    LoopState,
+    Parts,
+    Plan,
+    Step,
+    run_looks,
+)
 from stagegate.decision import LookDecision
 from stagegate.policy.gates import StageGates
 from stagegate.ports import Measurement, Window
@@ -34,10 +43,11 @@ def run_stage_looks(
     enter_step: Callable[[Step, datetime], None] = lambda step, start: None,
     resume: LoopState | None = None,
     judged_as: str | None = None,
+    clock: LookClock | None = None,
     **extra: Any,
 ) -> LoopResult:
-    """Run ``plan`` with the runtime's clock and metric source; verdicts go to the ledger under
-    ``judged_as`` (default: the stage), looks to the stage's MLflow run."""
+    """Run ``plan`` with the runtime's clock (or ``clock``) and metric source; verdicts go to the ledger
+    under ``judged_as`` (default: the stage), looks to the stage's MLflow run."""
     rt = runtime()
     tracker = rt.tracker(ctx.model) if stage_run_id else None
     name = judged_as or plan.stage
@@ -59,7 +69,7 @@ def run_stage_looks(
             )
 
     parts = Parts(
-        clock=rt.clock,
+        clock=clock or rt.clock,
         measure=lambda window, expect: measure(window, tuple(expect)),
         judge=judge_look,
         enter_step=enter_step,

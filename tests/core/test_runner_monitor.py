@@ -96,3 +96,19 @@ def test_the_monitor_stops_when_the_promotion_stops_waiting(watched: Any) -> Non
     )
     result = run_looks(plan, parts)
     assert result.decision is Decision.CONTINUE and result.looks == 2 and "stopped watching" in result.reason
+
+
+def test_a_monitor_that_does_not_serve_waits_real_time(watched: Any) -> None:
+    ctx, policy = watched
+    gates = configure_stage(policy.stages.canary)
+    plan = monitor.monitor_plan(ctx, "canary", interval_seconds=0.05, max_looks=2, serve=False)
+    clock = monitor.monitor_clock(0.05)  # not the runtime's clock: a world-less promotion has no sim time
+    started = clock.now()
+    parts = Parts(
+        clock=clock,
+        measure=lambda w, e: measurement(w, 2000),
+        judge=lambda *, step, look, evidence, **kw: judge_look(gates, evidence, **kw),
+    )
+    result = run_looks(plan, parts)
+    assert result.decision is Decision.CONTINUE and result.looks == 2
+    assert clock.now() - started >= timedelta(seconds=0.1)
