@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from stagegate.connections.secrets import SecretRef
 from stagegate.ports import ARMS, SIM_EPOCH, Measurement, MeasurementError, Window
 
-
 #: A window's start is a datetime (whole microseconds) and event times are float days: a request served at
 #: the very start of a step must not fall out of it by rounding (the step's own rows are filtered by step).
 _START_SLACK_DAYS = 1e-10  # about 9 microseconds
