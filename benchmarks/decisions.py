@@ -194,8 +194,6 @@ def stagegate_pipeline(
     from flows.stages.simulation import calibrated_gates, simulation_evidence
     from stagegate.decision import Decision
     from stagegate.evaluation.offline import paired_offline_evidence
-    from stagegate.events.metrics import shadow_samples, split_evidence
-    from stagegate.evidence import Evidence
     from stagegate.policy.gates import configure_stage
 
     stages = policy.stages
@@ -233,61 +231,101 @@ def stagegate_pipeline(
         }
         if res.decision is not Decision.ADVANCE:
             return rejected("simulation", res, 0.0, 0, 0)
-    fork = zoo.world.fork(truth_seed=seed)
-    hours_total, exposed, samples = 0.0, 0, 0
+    from flows.stages.canary import canary_plan
+    from flows.stages.shadow import shadow_plan
+
+    fork = ForkWorld(zoo.world.fork(truth_seed=seed), zoo.champion, candidate)
     if stages.shadow is not None:
-        cfg = stages.shadow
-        frames, requests, hours = [], 0, 0.0
-        while requests < cfg.min_requests and hours < cfg.max_hours:
-            batch = fork.serve(zoo.champion, shadow=candidate, hours=cfg.batch_hours)
-            frames.append(event_frame(batch))
-            requests, hours = requests + batch.n, hours + cfg.batch_hours
-        import pandas as pd
-
-        frame = pd.concat(frames, ignore_index=True)
-        hours_total += hours
-        samples += int(frame["session_id"].nunique())
-        evidence = Evidence(stage="shadow", arms=shadow_samples(frame), paired=True)
-        res = judge(gates(cfg), evidence, at_deadline=True, enough_samples=requests >= cfg.min_requests)
+        plan = shadow_plan("benchmark", stages.shadow)
+        res = live_stage(fork, plan, gates(stages.shadow), split="shadow")
         if res.decision is not Decision.ADVANCE:
-            return rejected("shadow", res, hours_total / 24, 0, samples)
+            return rejected("shadow", res, fork.hours / 24, 0, fork.samples)
     if stages.canary is not None:
+        plan = canary_plan("benchmark", stages.canary, min_users_scale)
+        res = live_stage(fork, plan, gates(stages.canary), split="canary")
+        if res.decision is not Decision.ADVANCE:
+            return _result(False, fork.hours / 24, fork.exposed, fork.samples, f"canary {res.reason}"[:160])
+    return _result(True, fork.hours / 24, fork.exposed, fork.samples, "promoted (approval assumed)")
+
+
+class ForkWorld:
+    """A fork of the live world behind the Clock and MetricSource ports, as the flow sees the simulator.
+
+    Waiting for a look serves the fork up to the look's due time under the stage's split (mirrored for
+    shadow, the step's weight for the canary) and keeps the requests per (stage, step); measuring
+    aggregates a window of them per user exactly as the ``events`` metric source does.
+    """
+
+    def __init__(self, world: Any, champion: Any, candidate: Any) -> None:
+        self.world, self.champion, self.candidate = world, champion, candidate
+        self.frames: dict[tuple[str, int], list[Any]] = {}
+        self.weight, self.shadow = 0.0, False
+        self.hours, self.exposed, self.samples = 0.0, 0, 0
+
+    def now(self) -> Any:
+        from datetime import timedelta
+
+        from stagegate.ports import SIM_EPOCH
+
+        return SIM_EPOCH + timedelta(days=float(self.world.now))
+
+    def wait(self, look: Any) -> Any:
+        from datetime import timedelta
+
+        from stagegate.ports import Wait
+
+        hours = (look.due - self.now()) / timedelta(hours=1)
+        if hours > 1e-9:
+            if self.shadow:
+                batch = self.world.serve(self.champion, shadow=self.candidate, hours=hours)
+            else:
+                batch = self.world.serve(
+                    self.champion, self.candidate, candidate_share=self.weight, hours=hours
+                )
+            frame = event_frame(batch).assign(t=batch.context.t.astype(float))
+            self.frames.setdefault((look.stage, look.step), []).append(frame)
+            self.hours += hours
+            self.samples += int(frame["session_id"].nunique())
+            if not self.shadow:
+                self.exposed += candidate_sessions(frame)
+        return Wait(ready=True, due=look.due)
+
+    def load_events(self, promotion_id: str, stage: str, step: int | None = None) -> Any:
+        """The event store's query, on the requests this fork served (for the ``events`` metric source)."""
         import pandas as pd
 
-        cfg = stages.canary
-        canary_gates = gates(cfg)
-        for step, spec in enumerate(cfg.steps, start=1):
-            weight = spec.weight / 100.0
-            min_users = max(1, round((spec.min_users or 1) * min_users_scale))
-            max_hours = spec.max_hours or cfg.max_hours_per_step
-            frames, hours, look, history = [], 0.0, 0, ()
-            while True:
-                frame = event_frame(
-                    fork.serve(zoo.champion, candidate, candidate_share=weight, hours=cfg.batch_hours)
-                )
-                frames.append(frame)
-                exposed += candidate_sessions(frame)
-                samples += int(frame["session_id"].nunique())
-                hours, look = hours + cfg.batch_hours, look + 1
-                hours_total += cfg.batch_hours
-                so_far = pd.concat(frames, ignore_index=True)
-                evidence, n_cand, _ = split_evidence(so_far, "canary", weight, look, history)
-                res = judge(
-                    canary_gates,
-                    evidence,
-                    at_deadline=hours >= max_hours,
-                    enough_samples=n_cand >= min_users,
-                    last_step=step == len(cfg.steps),
-                )
-                if res.decision is Decision.CONTINUE:
-                    history = (*history, evidence)
-                    continue
-                if res.decision is not Decision.ADVANCE:
-                    return rejected(
-                        f"canary step {step} ({spec.weight:g}%)", res, hours_total / 24, exposed, samples
-                    )
-                break
-    return _result(True, hours_total / 24, exposed, samples, "promoted (approval assumed)")
+        frames = self.frames.get((stage, int(step or 0)), [])
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def live_stage(fork: ForkWorld, plan: Any, stage_gates: Any, split: str) -> Any:
+    """One live stage through the flow's look loop (flows.stages.runner), on the fork: the fork is the
+    clock, the ``events`` metric source reads what it served, a HOLD goes to the simulated release manager
+    and, approved, resumes where it held, as the flow does."""
+    from flows.stages.runner import Parts, run_looks
+    from stagegate.adapters.metrics import EventStoreMetricSource
+    from stagegate.decision import Decision
+    from stagegate.policy.gates import judge_look
+
+    source = EventStoreMetricSource(fork)
+
+    def enter_step(step: Any, start: Any) -> None:
+        fork.weight, fork.shadow = step.weight, split == "shadow"
+
+    def judge(*, step: int, look: int, evidence: Any, **kwargs: Any) -> Any:
+        return judge_look(stage_gates, evidence, **kwargs)
+
+    parts = Parts(clock=fork, measure=source.measure, judge=judge, enter_step=enter_step)
+    resume = None
+    while True:
+        res = run_looks(plan, parts, resume)
+        if res.decision is not Decision.HOLD or HUMAN["on_hold"] == "reject":
+            return res
+        verdicts = [(j.verdict, j.action) for j in res.last.judged] if res.last else []
+        evidence = res.resume.history[-1] if res.resume and res.resume.history else None
+        if evidence is None or not _manager_approves(verdicts, evidence):
+            return res
+        resume = res.resume
 
 
 # ---------------------------------------------------------------------------------------------- scoring

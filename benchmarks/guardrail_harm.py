@@ -18,10 +18,11 @@ in that window scales with the purchases kept; for ``e > 0`` the champion's purc
 ``1 / (1 + e)`` instead. Revenue therefore moves with purchases (a candidate that sells less earns less),
 clicks do not.
 
-Every look is judged the way the flow judges it: the canary's loop (:func:`flows.stages.canary.run_steps`)
-with the stage's gates built by :func:`stagegate.policy.gates.configure_stage` (the gates' own statistics,
-at the decision rule's levels) and :func:`stagegate.policy.gates.judge_look`. Reaching rollout = the canary
-stage ADVANCEs (approval before rollout not counted); held = HOLD (a human decides); rolled back = ROLLBACK.
+Every look is judged the way the flow judges it: the stages' look loop
+(:func:`flows.stages.runner.run_looks` with :func:`flows.stages.canary.canary_plan`) with the stage's gates
+built by :func:`stagegate.policy.gates.configure_stage` (the gates' own statistics, at the decision rule's
+levels) and :func:`stagegate.policy.gates.judge_look`. Reaching rollout = the canary stage ADVANCEs
+(approval before rollout not counted); held = HOLD (a human decides); rolled back = ROLLBACK.
 
 Usage: ``python benchmarks/guardrail_harm.py [--runs 1000] [--effects -0.05 -0.03 0 0.05] [--traffic-scale 1]
 [--json out.json]``.
@@ -159,39 +160,45 @@ def simulate_canary(
     canary: Any, pools: list[StepPool], effect: float, seed: int, scale: float = 1.0
 ) -> tuple[str, str, float]:
     """One canary through the flow's loop; returns (decision, reason, days)."""
-    from flows.stages.canary import run_steps
-    from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
+    from datetime import timedelta
+
+    from flows.stages.canary import canary_plan
+    from flows.stages.runner import Parts, run_looks
+    from stagegate.evidence import CANDIDATE, CHAMPION
     from stagegate.policy.gates import configure_stage, judge_look
+    from stagegate.ports import SIM_EPOCH, Measurement, Wait
 
     rng = np.random.default_rng(seed)
     gates = configure_stage(canary)
     drawn: dict[int, tuple[dict, dict]] = {}
-    hours = [0.0]
+    looks: dict[int, int] = {}
 
-    def measure(step: int, weight: float, look: int, history: tuple) -> tuple[Any, int, int]:
+    class Clock:  # the pools are the world: a look is ready at once, time only counts
+        at = SIM_EPOCH
+
+        def now(self) -> Any:
+            return self.at
+
+        def wait(self, look: Any) -> Any:
+            self.at = max(self.at, look.due)
+            return Wait(ready=True, due=look.due)
+
+    def measure(window: Any, expect: Any) -> Any:
+        step = int(window.step)
+        looks[step] = looks.get(step, 0) + 1  # the step's cumulative data up to this look
         if step not in drawn:
             drawn[step] = _draw(pools[step - 1], effect, rng, scale)
         cand, champ = drawn[step]
-        arms = {CANDIDATE: _arm(cand, look, 10**7), CHAMPION: _arm(champ, look, 0)}
-        evidence = Evidence(
-            stage="canary",
-            arms=arms,
-            allocation={CHAMPION: 1 - weight, CANDIDATE: weight},
-            look=look,
-            history=history,
+        return Measurement(
+            window, {CANDIDATE: _arm(cand, looks[step], 10**7), CHAMPION: _arm(champ, looks[step], 0)}
         )
-        return evidence, arms[CANDIDATE].n_users, 0
-
-    def serve(step: int, batch_hours: float) -> None:
-        hours[0] += batch_hours
 
     def judge(*, step: int, look: int, evidence: Any, **kwargs: Any) -> Any:
         return judge_look(gates, evidence, **kwargs)
 
-    decision, reason = run_steps(
-        canary, enter_step=lambda step, spec: None, serve=serve, measure=measure, judge_look=judge
-    )
-    return decision.value, reason, hours[0] / 24
+    clock = Clock()
+    result = run_looks(canary_plan("benchmark", canary), Parts(clock=clock, measure=measure, judge=judge))
+    return result.decision.value, result.reason, (clock.at - SIM_EPOCH) / timedelta(days=1)
 
 
 def shares(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -16,9 +17,13 @@ from stagegate.policy.gates import StageGates, configure_stage, judge_look
 
 @dataclass(frozen=True)
 class StageOutcome:
+    """A stage's decision. ``resume`` (on a HOLD of a stage that looks at live traffic) is where the stage
+    continues once the hold is approved (a flows.stages.runner.LoopState, kept in this process)."""
+
     stage: str
     decision: Decision
     reason: str
+    resume: Any = field(default=None, compare=False, repr=False)
 
 
 def stage_gates(ctx: PromotionContext, stage: str) -> StageGates:

@@ -6,11 +6,13 @@ deployment on the stack (``run_deployment(..., timeout=0)``; infra/prefect.yaml)
 
 1. reads the promotion from the ledger and stops as soon as it no longer waits for approval (someone
    answered, the approval timed out, or the promotion ended);
-2. on the simulated world, serves one window of live traffic under the current split, because that world
-   advances only when someone serves it (against a real router the events arrive by themselves);
-3. builds the stage's evidence from the event store (the current ramp step, cumulative) and judges it with
-   the stage's gates under the same decision rules as the stage (flows.gating.judge: verdicts are persisted
-   under ``<stage>/monitor`` before anything acts);
+2. runs the stages' look loop (flows.stages.runner) on the current ramp step: each look waits on the
+   Clock port (the simulated clock serves one of the stage's batches, because that world advances only
+   when someone serves it; against a real router the events arrive by themselves and the wall clock waits
+   ``interval_seconds``), measures the step so far through the MetricSource port and judges it with the
+   stage's gates under the same decision rules as the stage (flows.gating.judge: verdicts are persisted
+   under ``<stage>/monitor`` before anything acts). A failed measurement counts against each gate's
+   ``consecutive_error_limit`` before it acts, so one flaky query does not roll back;
 4. on a ROLLBACK decision (a FAIL, or an ERROR, whose gate says rollback) runs the promotion's own
    ``roll-back`` task (traffic to 100% champion first, then aliases, tags, the ledger), announces it, and
    resumes the paused promotion flow run so that it stops waiting and closes its records.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -40,6 +43,7 @@ from flows.monitor_control import (
     start_monitor,
     watched_stage,
 )
+from flows.stages.runner import Plan, Step
 
 # Re-exported: callers that start or stop the monitor should import them from flows.monitor_control.
 __all__ = [
@@ -154,8 +158,8 @@ def guardrail_monitor(
         if value:  # a deployment's worker may have another workspace: the promotion's own wins
             os.environ[name] = value
     logger = get_run_logger()
-    from flows.gating import judge, stage_gates
-    from flows.traffic import serve_window
+    from flows.gating import stage_gates
+    from flows.stages.looks import run_stage_looks
     from stagegate.decision import Decision
 
     rt = runtime()
@@ -176,37 +180,65 @@ def guardrail_monitor(
         [g.name for g in gates],
         "serving the simulated world" if serve else "reading events as they arrive",
     )
-    history: tuple = ()
-    look = 0
-    while look < max_looks:
+    run_id = {"flow_run_id": flow_run_id}
+
+    def stop() -> str | None:
         row = rt.events.promotion(promotion_id)
         state = row["state"]
-        flow_run_id = flow_run_id or row.get("flow_run_id")
-        if state in WATCHED_STATES and _flow_run_ended(flow_run_id):
+        run_id["flow_run_id"] = run_id["flow_run_id"] or row.get("flow_run_id")
+        if state in WATCHED_STATES and _flow_run_ended(run_id["flow_run_id"]):
             state = "abandoned (its flow run ended)"
-        if state not in WATCHED_STATES:
-            return MonitorResult(
-                promotion_id=promotion_id,
-                stage=stage,
-                looks=look,
-                rolled_back=False,
-                reason=f"promotion is {state}: stopped watching",
-            )
-        if serve:
-            serve_window(ctx, stage, current_step(promotion_id, stage), _batch_hours(ctx, stage))
-        look += 1
-        evidence, step = build_evidence(ctx, stage, look, history)
-        result = judge(ctx, f"{stage}/monitor", gates, evidence, step=step, look=look, at_deadline=False)
-        if result.decision is Decision.ROLLBACK:
-            reason = f"guardrail monitor (while waiting for approval), {stage}: {result.reason}"
-            roll_back_now(ctx, stage, reason, flow_run_id)
-            return MonitorResult(
-                promotion_id=promotion_id, stage=stage, looks=look, rolled_back=True, reason=reason
-            )
-        history = (*history, evidence)
-        time.sleep(interval_seconds)
+        return None if state in WATCHED_STATES else f"promotion is {state}: stopped watching"
+
+    result = run_stage_looks(
+        ctx,
+        monitor_plan(ctx, stage, interval_seconds, max_looks, serve),
+        gates,
+        stage_run_id=None,
+        judged_as=f"{stage}/monitor",
+        stop=stop,
+        clock=None if serve else monitor_clock(interval_seconds),
+        # The simulated clock does not pass real time by itself: pace its looks by the interval.
+        between_looks=(lambda: time.sleep(interval_seconds)) if serve else None,
+    )
+    if result.decision is Decision.ROLLBACK:
+        reason = f"guardrail monitor (while waiting for approval), {stage}: {result.reason}"
+        roll_back_now(ctx, stage, reason, run_id["flow_run_id"])
+        return MonitorResult(
+            promotion_id=promotion_id, stage=stage, looks=result.looks, rolled_back=True, reason=reason
+        )
     return MonitorResult(
-        promotion_id=promotion_id, stage=stage, looks=look, rolled_back=False, reason="max looks reached"
+        promotion_id=promotion_id, stage=stage, looks=result.looks, rolled_back=False, reason=result.reason
+    )
+
+
+def monitor_clock(interval_seconds: float) -> Any:
+    """Real time for a monitor that does not serve: events arrive by themselves, and this flow run exists
+    to keep watching, so it waits out each interval (whatever clock the promotion's looks use)."""
+    from stagegate.adapters.clock import WallClock
+
+    return WallClock(max_block_seconds=interval_seconds + 60.0)
+
+
+def monitor_plan(
+    ctx: PromotionContext, stage: str, interval_seconds: float, max_looks: int, serve: bool
+) -> Plan:
+    """The monitor's looks: the stage's current step from where it stands, never at a deadline (the
+    promotion waits for a human), the whole step's data so far in every look. On the simulated world a
+    look serves one of the stage's batches; against real traffic it waits ``interval_seconds``."""
+    rt = runtime()
+    weight = 0.0 if stage == "shadow" else rt.traffic.get_split().candidate_weight
+    every = timedelta(hours=_batch_hours(ctx, stage)) if serve else timedelta(seconds=interval_seconds)
+    step = Step(number=current_step(ctx.promotion_id, stage), weight=weight)
+    return Plan(
+        ctx.promotion_id,
+        stage,
+        (step,),
+        every,
+        mirrored=stage == "shadow",
+        whole_step=True,
+        max_looks=max_looks,
+        watch=True,
     )
 
 

@@ -7,6 +7,10 @@ Every state change is written to the promotion ledger before the action it annou
 before the decision it feeds. A stage decides ADVANCE, HOLD (wait for a human) or ROLLBACK; this flow alone
 acts on it. Before the first live user sees the candidate, a failure *rejects* it; after, it *rolls back*.
 Either way traffic returns to 100% champion and the champion alias stays (or goes back) where it was.
+An approved HOLD of a stage that watches live traffic resumes that stage where it held (flows.stages.runner:
+the same step, or the next one after a step's deadline; a held rollout still finishes its traffic move). A
+look the wall clock cannot wait for without holding the worker ends the run as ``deferred``: recorded in the
+ledger with the time it is due, the lease kept until then.
 
 The ledger enforces the moves (stagegate/ledger_states.py). Opening a promotion takes a lease on it
 (atomically: one open promotion per model), renewed by a heartbeat thread while this process lives; a
@@ -17,6 +21,7 @@ keeps the candidate serving: the champion serves, and the promotion is closed wh
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -32,10 +37,11 @@ from flows.notify import notify
 from flows.stages.canary import canary_stage
 from flows.stages.offline import offline_stage
 from flows.stages.rollout import rollout_stage
+from flows.stages.runner import ResumeLater
 from flows.stages.shadow import shadow_stage
 from flows.stages.simulation import simulation_stage
 from stagegate.decision import Decision
-from stagegate.events.store import TERMINAL_STATES
+from stagegate.events.store import TERMINAL_STATES, lease_seconds
 from stagegate.policy import load_policy
 from stagegate.registry import CANDIDATE_ALIAS
 
@@ -59,6 +65,7 @@ class PromotionResult(BaseModel):
     mlflow_run_id: str
     stages: list[dict[str, str]]
     ledger_closed: bool = True  # False: the ledger was down; `stagegate reconcile` closes it when back
+    resume_at: str | None = None  # outcome "deferred": when the next look is due (ISO 8601, UTC)
 
 
 @task(name="open-promotion", cache_policy=NO_CACHE)
@@ -194,7 +201,12 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
     from stagegate.lease import LeaseKeeper
 
     with LeaseKeeper(runtime().events, ctx.promotion_id):  # renewed while this process lives
-        return _drive(ctx)
+        result = _drive(ctx)
+    if result.outcome == "deferred":  # the keeper may have renewed it meanwhile: keep it until resume_at
+        rt = runtime()
+        ahead = datetime.fromisoformat(str(result.resume_at)) - rt.clock.now()
+        rt.events.heartbeat(ctx.promotion_id, lease_for=max(ahead.total_seconds(), 0.0) + lease_seconds())
+    return result
 
 
 def _drive(ctx: PromotionContext) -> PromotionResult:
@@ -218,28 +230,11 @@ def _drive(ctx: PromotionContext) -> PromotionResult:
             final, reason = _not_approved(answer, stage, f"approval before {stage} refused")
             break
         try:
-            outcome = STAGE_FLOWS[stage](ctx)
-        except Exception as exc:  # fail closed: a stage that cannot finish never leaves traffic half-moved
-            logger.exception("stage %s failed", stage)
-            outcome = StageOutcome(stage, Decision.ROLLBACK, f"{stage} failed with an error: {exc!r}")
-        outcomes.append(outcome)
-        if outcome.decision is Decision.HOLD and ctx.policy.approvals == "auto":
-            final = _failure_outcome(stage)
-            reason = (
-                f"{stage} asks for a human ({outcome.reason}), but approvals are automatic: failing closed"
-            )
-            break
-        if outcome.decision is Decision.HOLD:
-            answer = wait_for_approval(
-                ctx, f"hold in {stage}", f"The {stage} stage asks for a human: {outcome.reason}"
-            )
-            if not answer.approved:
-                final, reason = _not_approved(
-                    answer, stage, f"{stage} held and not approved: {outcome.reason}"
-                )
-                break
-        elif outcome.decision is not Decision.ADVANCE:
-            final, reason = _failure_outcome(stage), outcome.reason
+            refused = _run_stage(ctx, stage, outcomes)
+        except ResumeLater as later:
+            return _defer(ctx, stage, later, outcomes)
+        if refused is not None:
+            final, reason = refused
             break
         if stage == "canary" and getattr(config, "approval", None) == "before_rollout":
             answer = wait_for_approval(ctx, "before rollout", _evidence_note(ctx))
@@ -288,6 +283,78 @@ def _drive(ctx: PromotionContext) -> PromotionResult:
         mlflow_run_id=ctx.mlflow_run_id,
         stages=[{"stage": o.stage, "decision": o.decision.value, "reason": o.reason} for o in outcomes],
         ledger_closed=ledger_closed,
+    )
+
+
+def _run_stage(ctx: PromotionContext, stage: str, outcomes: list[StageOutcome]) -> tuple[str, str] | None:
+    """Run one stage, and every approved HOLD of it: a stage that looks at live traffic resumes where it
+    held (the same step, or the next one after a step's deadline; a held rollout finishes its traffic
+    move). Appends every outcome to ``outcomes``; returns None when the stage ended well, else (final
+    outcome, reason)."""
+    logger = get_run_logger()
+    resume = None
+    while True:
+        try:
+            run = STAGE_FLOWS[stage]
+            outcome = run(ctx) if resume is None else run(ctx, resume=resume)
+        except ResumeLater:
+            raise
+        except Exception as exc:  # fail closed: a stage that cannot finish never leaves traffic half-moved
+            logger.exception("stage %s failed", stage)
+            outcome = StageOutcome(stage, Decision.ROLLBACK, f"{stage} failed with an error: {exc!r}")
+        outcomes.append(outcome)
+        if outcome.decision is Decision.ADVANCE:
+            return None
+        if outcome.decision is not Decision.HOLD:
+            return _failure_outcome(stage), outcome.reason
+        if ctx.policy.approvals == "auto":
+            return (
+                _failure_outcome(stage),
+                f"{stage} asks for a human ({outcome.reason}), but approvals are automatic: failing closed",
+            )
+        answer = wait_for_approval(
+            ctx, f"hold in {stage}", f"The {stage} stage asks for a human: {outcome.reason}"
+        )
+        if not answer.approved:
+            return _not_approved(answer, stage, f"{stage} held and not approved: {outcome.reason}")
+        if outcome.resume is None or stage not in TRAFFIC_STAGES:
+            return None  # a stage that looks once: the approval is its advance
+        logger.info("%s: hold approved, resuming where it held", stage)
+        resume = outcome.resume
+
+
+def _defer(
+    ctx: PromotionContext, stage: str, later: ResumeLater, outcomes: list[StageOutcome]
+) -> PromotionResult:
+    """The next look is due later than the clock may block: record it, keep the lease until then, end.
+
+    Nothing is judged and nothing sleeps. The promotion stays open with traffic as it is; the ledger row
+    says when it is due (``resume_at``), and its lease runs until then plus the usual lease time.
+    """
+    rt = runtime()
+    reason = f"deferred: {later}"
+    rt.events.transition(ctx.promotion_id, stage, reason, stage=stage)
+    lease_for = max((later.resume_at - rt.clock.now()).total_seconds(), 0.0) + lease_seconds()
+    rt.events.heartbeat(ctx.promotion_id, lease_for=lease_for)
+    get_run_logger().warning(
+        "promotion %s of %s v%s: %s (resume at %s)",
+        ctx.promotion_id,
+        ctx.model,
+        ctx.version,
+        reason,
+        later.resume_at.isoformat(),
+    )
+    return PromotionResult(
+        promotion_id=ctx.promotion_id,
+        model=ctx.model,
+        version=ctx.version,
+        outcome="deferred",
+        stage=stage,
+        reason=reason,
+        mlflow_run_id=ctx.mlflow_run_id,
+        stages=[{"stage": o.stage, "decision": o.decision.value, "reason": o.reason} for o in outcomes],
+        ledger_closed=False,
+        resume_at=later.resume_at.isoformat(),
     )
 
 

@@ -6,6 +6,8 @@ the connections file chose.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -28,9 +30,12 @@ def roll_back_traffic(champion: str | None) -> Split:
 
 
 @task(name="serve-window", retries=0, cache_policy=NO_CACHE)
-def serve_window(ctx: PromotionContext, stage: str, step: int, hours: float) -> ServedBatch:
+def serve_window(ctx: PromotionContext, stage: str, step: int, hours: float) -> Any:
     """Advance the simulated clock by ``hours``: serve live traffic under the current split and append it to
-    the event store. Refused with a clock that does not serve (a real clock: traffic arrives by itself)."""
+    the event store. Refused with a clock that does not serve (a real clock: traffic arrives by itself).
+
+    The stages and the monitor do not call it: their looks wait on ``Clock.wait`` (flows.stages.runner),
+    which serves the simulated world up to each look's due time. It stays for serving by hand."""
     clock = runtime().clock
     advance = getattr(clock, "advance", None)
     if advance is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome, judge, stage_gates
 from stagegate.decision import Decision
@@ -9,9 +11,11 @@ from stagegate.evidence import Evidence
 from stagegate.tracking import PromotionTracker
 
 
-def begin(ctx: PromotionContext, stage: str) -> tuple[PromotionTracker, str]:
+def begin(ctx: PromotionContext, stage: str, resumed: bool = False) -> tuple[PromotionTracker, str]:
+    """Record the stage's start (or its resumption after an approved hold) and open its MLflow run."""
     rt = runtime()
-    rt.events.transition(ctx.promotion_id, stage, f"entering {stage}", stage=stage)
+    what = f"resuming {stage} after an approved hold" if resumed else f"entering {stage}"
+    rt.events.transition(ctx.promotion_id, stage, what, stage=stage)
     rt.registry.tag(ctx.model, ctx.version, stage=stage, status="in_progress")
     tracker = rt.tracker(ctx.model)
     run_id = tracker.start_stage(ctx.mlflow_run_id, stage)
@@ -23,8 +27,15 @@ def begin(ctx: PromotionContext, stage: str) -> tuple[PromotionTracker, str]:
 
 
 def end(
-    ctx: PromotionContext, stage: str, tracker: PromotionTracker, run_id: str, decision: Decision, reason: str
+    ctx: PromotionContext,
+    stage: str,
+    tracker: PromotionTracker,
+    run_id: str,
+    decision: Decision,
+    reason: str,
+    resume: Any = None,
 ) -> StageOutcome:
+    """Close the stage's MLflow run with its verdict table; ``resume``: where an approved HOLD continues."""
     rt = runtime()
     rows = rt.events.verdicts(ctx.promotion_id, stage)
     tracker.finish_stage(
@@ -33,7 +44,7 @@ def end(
         decision.value,
         reason,
     )
-    return StageOutcome(stage, decision, reason)
+    return StageOutcome(stage, decision, reason, resume)
 
 
 def judge_once(
@@ -44,3 +55,14 @@ def judge_once(
         ctx, stage, stage_gates(ctx, stage), evidence, step=0, look=1, at_deadline=True, stage_run_id=run_id
     )
     return end(ctx, stage, tracker, run_id, result.decision, result.reason)
+
+
+def deferred(ctx: PromotionContext, stage: str, tracker: PromotionTracker, run_id: str, why: str) -> None:
+    """Close the stage's MLflow run when its next look is due later than the clock may block."""
+    rows = runtime().events.verdicts(ctx.promotion_id, stage)
+    tracker.finish_stage(
+        run_id,
+        rows.drop(columns=["id", "promotion_id"], errors="ignore").astype({"at": str}),
+        "deferred",
+        why,
+    )

@@ -1,44 +1,68 @@
-"""Shadow stage: live requests are mirrored to the candidate; its slates are scored, never shown."""
+"""Shadow stage: live requests are mirrored to the candidate; its slates are scored, never shown.
+
+One step of the look loop (flows.stages.runner) at weight 0, mirrored: looks every ``batch_hours`` until
+``min_requests`` mirrored requests are in (or ``max_hours`` passed), then one judgement of the paired
+evidence."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import Any
+
 from prefect import flow
 
-from flows.context import PromotionContext, runtime
-from flows.gating import StageOutcome, judge, stage_gates
+from flows.context import PromotionContext
+from flows.gating import StageOutcome, stage_gates
 from flows.stages import bookkeeping
-from flows.traffic import serve_window, set_split
+from flows.stages.looks import run_stage_looks
+from flows.stages.runner import Plan, ResumeLater, Step
+from flows.traffic import set_split
 from stagegate.decision import Decision
-from stagegate.events.metrics import shadow_samples
-from stagegate.evidence import Evidence
+from stagegate.policy.schema import ShadowStage
 from stagegate.traffic import Split
 
 
-@flow(name="shadow")
-def shadow_stage(ctx: PromotionContext) -> StageOutcome:
-    rt = runtime()
-    config = ctx.policy.stages.shadow
-    tracker, run_id = bookkeeping.begin(ctx, "shadow")
-    set_split(Split(champion=ctx.champion_version, candidate=ctx.version, candidate_weight=0.0, shadow=True))
-    hours, requests, look = 0.0, 0, 0
-    while requests < config.min_requests and hours < config.max_hours:
-        batch = serve_window(ctx, "shadow", 0, config.batch_hours)
-        hours, requests, look = hours + config.batch_hours, requests + batch.n, look + 1
-    frame = rt.events.load_events(ctx.promotion_id, "shadow")
-    evidence = Evidence(stage="shadow", arms=shadow_samples(frame), paired=True, look=look)
-    tracker.log_metrics(run_id, {"requests": requests, "hours": hours})
-    result = judge(
-        ctx,
-        "shadow",
-        stage_gates(ctx, "shadow"),
-        evidence,
-        step=0,
-        look=look,
-        at_deadline=True,
-        enough_samples=requests >= config.min_requests,
-        stage_run_id=run_id,
+def shadow_plan(promotion_id: str, config: ShadowStage) -> Plan:
+    """The shadow stage as the look loop runs it: one mirrored step at weight 0."""
+    step = Step(
+        number=0,
+        weight=0.0,
+        deadline_hours=config.max_hours,
+        min_samples=config.min_requests,
+        judge_early=False,  # judged once: on enough mirrored requests, or at the deadline
     )
+    return Plan(
+        promotion_id,
+        "shadow",
+        (step,),
+        timedelta(hours=config.batch_hours),
+        mirrored=True,
+        sample="requests",
+    )
+
+
+@flow(name="shadow")
+def shadow_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:
+    tracker, run_id = bookkeeping.begin(ctx, "shadow", resumed=resume is not None)
+
+    def enter_step(step: Step, start: datetime) -> None:
+        set_split(
+            Split(champion=ctx.champion_version, candidate=ctx.version, candidate_weight=0.0, shadow=True)
+        )
+
+    try:
+        result = run_stage_looks(
+            ctx,
+            shadow_plan(ctx.promotion_id, ctx.policy.stages.shadow),
+            stage_gates(ctx, "shadow"),
+            stage_run_id=run_id,
+            enter_step=enter_step,
+            resume=resume,
+        )
+    except ResumeLater as later:
+        bookkeeping.deferred(ctx, "shadow", tracker, run_id, str(later))
+        raise
     decision = result.decision
-    if decision is Decision.CONTINUE:  # cannot happen at the deadline; kept explicit for safety
+    if decision is Decision.CONTINUE:  # cannot happen: the loop ends only on a decision; fail closed
         decision = Decision.HOLD
-    return bookkeeping.end(ctx, "shadow", tracker, run_id, decision, result.reason)
+    return bookkeeping.end(ctx, "shadow", tracker, run_id, decision, result.reason, result.resume)

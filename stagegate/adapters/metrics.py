@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from stagegate.connections.secrets import SecretRef
 from stagegate.ports import ARMS, SIM_EPOCH, Measurement, MeasurementError, Window
 
+#: A window's start is a datetime (whole microseconds) and event times are float days: a request served at
+#: the very start of a step must not fall out of it by rounding (the step's own rows are filtered by step).
+_START_SLACK_DAYS = 1e-10  # about 9 microseconds
+
 
 def sim_days(when: datetime) -> float:
     """A port datetime as the simulated world's time (days since SIM_EPOCH)."""
@@ -57,7 +61,7 @@ class EventStoreMetricSource:
         except Exception as exc:  # a failed query is a measurement error, never "no data"
             raise MeasurementError(f"event query failed: {exc!r}", window=window) from exc
         if window.start is not None:
-            frame = frame[frame["t"] >= sim_days(window.start)]
+            frame = frame[frame["t"] >= sim_days(window.start) - _START_SLACK_DAYS]
         if window.end is not None:
             frame = frame[frame["t"] < sim_days(window.end)]
         return frame

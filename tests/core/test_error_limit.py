@@ -1,8 +1,8 @@
 """Consecutive-error limit: a failed metric query is an ERROR that counts before it acts (issue 8, item 7).
 
-The canary's own loop (flows.stages.canary.run_steps) runs with the real gates and decision rule and a fake
-metric source: one that fails once must not roll the canary back; one that always fails must roll it back
-after exactly ``consecutive_error_limit`` tolerated looks.
+The stages' look loop (flows.stages.runner, with the canary's plan) runs with the real gates and decision
+rule, a clock that is ready at once and a fake metric source: one that fails once must not roll the canary
+back; one that always fails must roll it back after exactly ``consecutive_error_limit`` tolerated looks.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.stages.canary import run_steps
+from flows.stages.canary import canary_plan
+from flows.stages.runner import Parts, run_looks
 from stagegate.decision import Decision, update_error_streaks
-from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
+from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample
 from stagegate.policy import parse_policy
 from stagegate.policy.gates import DEFAULT_ERROR_LIMIT, configure_stage, judge_look
+from stagegate.ports import Measurement, Window
 from stagegate.verdict import Outcome
+from tests.core.test_runner import ReadyClock
 
 
 def _policy(limit: int | None, steps: int = 2, **actions: str) -> Any:
@@ -39,10 +42,9 @@ def _arm(n: int, rng: np.random.Generator, offset: int) -> ArmSample:
     return ArmSample(np.arange(n) + offset, {"requests": requests, "errors": errors})
 
 
-def _healthy(weight: float, look: int, users: int) -> Evidence:
+def _healthy(window: Window, users: int, look: int) -> Measurement:
     rng = np.random.default_rng(look)
-    arms = {CHAMPION: _arm(users, rng, 0), CANDIDATE: _arm(users, rng, 10**6)}
-    return Evidence("canary", arms, allocation={CHAMPION: 1 - weight, CANDIDATE: weight}, look=look)
+    return Measurement(window, {CHAMPION: _arm(users, rng, 0), CANDIDATE: _arm(users, rng, 10**6)})
 
 
 class Source:
@@ -51,12 +53,11 @@ class Source:
     def __init__(self, fail_on: set[int] | None = None, always: bool = False, users: int = 2000) -> None:
         self.fail_on, self.always, self.users, self.calls = fail_on or set(), always, users, 0
 
-    def __call__(self, step: int, weight: float, look: int, history: tuple) -> tuple[Evidence, int, int]:
+    def __call__(self, window: Window, expect: Any) -> Measurement:
         self.calls += 1
         if self.always or self.calls in self.fail_on:
             raise ConnectionError("metrics backend timed out")
-        evidence = _healthy(weight, look, self.users)
-        return evidence, evidence.arm(CANDIDATE).n_users, 0
+        return _healthy(window, self.users, self.calls)
 
 
 def _run(config: Any, source: Source) -> tuple[Decision, str, list[Any]]:
@@ -68,10 +69,8 @@ def _run(config: Any, source: Source) -> tuple[Decision, str, list[Any]]:
         looks.append(result)
         return result
 
-    decision, reason = run_steps(
-        config, enter_step=lambda s, spec: None, serve=lambda s, h: None, measure=source, judge_look=judge
-    )
-    return decision, reason, looks
+    result = run_looks(canary_plan("p", config), Parts(clock=ReadyClock(), measure=source, judge=judge))
+    return result.decision, result.reason, looks
 
 
 def test_healthy_source_passes_every_step() -> None:

@@ -189,3 +189,48 @@ def test_cli_validates_policies_and_registers_candidates(workspace: dict, tmp_pa
     broken.write_text("family: mf\nknobs: {factors: -3}\n")
     refused = runner.invoke(app, ["candidates", "register", str(broken)])
     assert refused.exit_code == 2 and str(broken) in refused.output
+
+
+def test_approved_holds_resume_the_canary_step_and_finish_the_rollout(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every look holds (a gate on an impossible revenue, on_fail: hold) and a human approves each hold: the
+    canary still runs its second step, and the approved rollout ends with everyone on the new champion."""
+    import flows.promote as promote_flow
+    from flows.approval import ApprovalResult
+    from flows.context import runtime
+
+    asked: list[str] = []
+
+    def approve(ctx, point: str, note: str) -> ApprovalResult:  # the answer a release manager gives
+        asked.append(point)
+        events = runtime().events
+        events.transition(ctx.promotion_id, "awaiting_approval", f"{point}: waiting for alice")
+        events.transition(ctx.promotion_id, "approval_granted", f"{point}: approved by alice")
+        return ApprovalResult(True, "alice", "looks fine to me")
+
+    monkeypatch.setattr(promote_flow, "wait_for_approval", approve)
+    holding = [{"type": "threshold", "metric": "revenue_per_user", "max": -1.0, "on_fail": "hold"}]
+    policy = tmp_path / "p.yaml"
+    stages = {
+        "shadow": FAST_STAGES["shadow"],
+        "canary": {**FAST_STAGES["canary"], "max_hours_per_step": 6, "gates": holding},
+        "rollout": {"bake": "6h", "batch_hours": 6, "holdback": 0.2, "gates": holding},
+    }
+    policy.write_text(
+        yaml.safe_dump({"model": MODEL, "approvals": {"approvers": ["alice"]}, "stages": stages})
+    )
+    version = workspace["versions"]["better"]
+    result = promote_flow.promote(model=MODEL, version=version, policy=str(policy))
+
+    assert result.outcome == "promoted", result.reason
+    assert asked == ["hold in canary", "hold in canary", "hold in rollout"]
+    state = _state(workspace["root"])
+    assert state["split"].champion == version and state["split"].is_all_champion  # not the 80/20 holdback
+    assert state["split"].candidate is None
+    rt = state["rt"]
+    canary = rt.events.verdicts(result.promotion_id, "canary")
+    assert sorted(set(canary["step"])) == [1, 2]  # the second step ran after the first hold was approved
+    reasons = [t["reason"] for t in rt.events.transitions(result.promotion_id)]
+    assert any("canary step 2" in r for r in reasons) and "resuming rollout after an approved hold" in reasons
+    assert rt.events.promotion(result.promotion_id)["state"] == "promoted"
