@@ -12,7 +12,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.context import PromotionContext, runtime
-from stagegate.logs import ServedBatch
 from stagegate.traffic import Split
 
 
