@@ -13,12 +13,13 @@ import pytest
 
 import flows.monitor as monitor
 from flows.stages.runner import Parts, run_looks
+from simulator.traffic import FileTrafficController
 from stagegate.decision import Decision
 from stagegate.events.store import EventStore
 from stagegate.policy import parse_policy
 from stagegate.policy.gates import configure_stage, judge_look
 from stagegate.ports import Measurement, Window
-from stagegate.traffic import FileTrafficController, Split
+from stagegate.traffic import Split
 from tests.core.test_runner import ReadyClock, measurement
 
 CANARY = {
