@@ -36,7 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -161,15 +161,8 @@ class AggregateMeasurement(Measurement):
     def evidence(
         self, allocation: Mapping[str, float] | None = None, look: int = 1, history: tuple[Evidence, ...] = ()
     ) -> Evidence:
-        return Evidence(
-            stage=self.window.stage,
-            arms=dict(self.arms),
-            paired=self.paired,
-            allocation=dict(allocation or {}),
-            look=look,
-            history=history,
-            scalars={arm: dict(values) for arm, values in self.scalars.items()},
-        )
+        base = super().evidence(allocation, look, history)
+        return replace(base, scalars={arm: dict(values) for arm, values in self.scalars.items()})
 
 
 class PrometheusMetricSource:
