@@ -28,11 +28,29 @@ class PromotionContext(BaseModel):
         return self.champion_version is None
 
 
+# The ports each stage reads through (stagegate.ports); traffic is always needed, because a rollback from any
+# stage puts the champion back. The guardrail monitor runs inside shadow, canary and rollout.
+STAGE_PORTS: dict[str, frozenset[str]] = {
+    "offline": frozenset({"offline_data"}),
+    "simulation": frozenset({"offline_data"}),
+    "shadow": frozenset({"metrics", "clock"}),
+    "canary": frozenset({"metrics", "clock"}),
+    "rollout": frozenset({"metrics", "clock"}),
+}
+
+
+def ports_for(policy: Policy) -> frozenset[str]:
+    """The ports a promotion under ``policy`` uses: traffic, plus those of each stage it configures."""
+    used = {"traffic"}
+    for name, _ in policy.stages.configured():
+        used |= STAGE_PORTS[name]
+    return frozenset(used)
+
+
 @cache
 def runtime() -> Runtime:
     """One Runtime per process, built from the environment (STAGEGATE_HOME, STAGEGATE_CONNECTIONS and
-    friends), with every port's adapter built: a bad connections file or a missing secret fails at the
-    first call (in ``open-promotion``, before anything moved)."""
-    rt = Runtime.from_env()
-    rt.build_ports()
-    return rt
+    friends); a connections file that does not validate fails at the first call. Adapters are built when
+    first used; ``open-promotion`` builds the ones its policy needs before anything moves
+    (Runtime.build_ports with :func:`ports_for`)."""
+    return Runtime.from_env()

@@ -31,7 +31,7 @@ from prefect.context import get_run_context
 from pydantic import BaseModel
 
 from flows.approval import ApprovalResult, publish_final_evidence, wait_for_approval
-from flows.context import PromotionContext, runtime
+from flows.context import PromotionContext, ports_for, runtime
 from flows.gating import StageOutcome
 from flows.notify import notify
 from flows.stages.canary import canary_stage
@@ -76,6 +76,9 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
     if policy.model != model:
         raise ValueError(f"{policy_path}: policy is for model {policy.model!r}, not {model!r}")
     rt = runtime()
+    # Only the ports this policy's stages use are started (their secrets resolved, the others' checked):
+    # a promotion with no offline stage never loads an offline-data adapter.
+    rt.build_ports(ports_for(policy))
     from stagegate.reconcile import reconcile
 
     for done in reconcile(rt, model):  # a crashed promotion of this model is closed before a new one opens

@@ -12,6 +12,7 @@ module never imports the simulator. Without it installed, those raise MissingExt
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +25,7 @@ from stagegate.events.store import EventStore
 from stagegate.logs import ServedBatch
 from stagegate.models.base import Ranker
 from stagegate.models.replay import ReplayRanker
-from stagegate.ports import Clock, MetricSource, OfflineData, Split, TrafficController
+from stagegate.ports import PORTS, Clock, MetricSource, OfflineData, Split, TrafficController
 from stagegate.registry import Registry
 from stagegate.tracking import PromotionTracker
 from stagegate.workspace import Workspace
@@ -64,11 +65,20 @@ class Runtime:
         runtime.connections  # noqa: B018 -- validate now, not at the first traffic move
         return runtime
 
-    def build_ports(self) -> None:
-        """Build every port's adapter now (resolving secrets), so that a missing secret or an adapter that
-        cannot start fails before a promotion opens, not half-way through it."""
-        for port in ("traffic", "metrics", "offline_data", "clock"):
-            getattr(self, port)
+    def build_ports(self, ports: Iterable[str] | None = None) -> None:
+        """Build the adapters of ``ports`` now (default: all four), so that an adapter that cannot start
+        fails before a promotion opens, not half-way through it. The other ports are not built (a
+        promotion without an offline stage never loads an offline-data adapter), but the secrets their
+        configs reference are resolved now all the same (SecretUnavailable names port and field)."""
+        wanted = set(PORTS if ports is None else ports)
+        unknown = wanted - set(PORTS)
+        if unknown:
+            raise ValueError(f"unknown ports {sorted(unknown)}; the ports are {list(PORTS)}")
+        for port in PORTS:
+            if port in wanted:
+                getattr(self, port)
+            else:
+                self.connections.check_secrets(port)
 
     @cached_property
     def registry(self) -> Registry:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stagegate.connections.registry import UnknownAdapter, adapter_class
-from stagegate.connections.secrets import literal_secrets, unresolved
+from stagegate.connections.secrets import SecretUnavailable, literal_secrets, secret_references, unresolved
 from stagegate.ports import PORTS
 from stagegate.problems import Problem, ProblemsError, field_path, read_yaml
 
@@ -64,14 +64,35 @@ class Header(BaseModel):
     version: Literal[1] = 1
 
 
-@dataclass(frozen=True)
+@dataclass
 class Choice:
-    """The adapter chosen for one port, with its validated config."""
+    """The adapter chosen for one port, with its validated config.
+
+    A port the file names is loaded and validated when the file is read. A port left to the embedded
+    default is loaded only when it is first used (``cls``, ``config``, ``build``), so that a promotion that
+    never reads offline data never imports the default offline-data adapter (the simulator)."""
 
     port: str
     type: str
-    cls: Any
-    config: BaseModel
+    settings: dict[str, Any] = field(default_factory=dict)
+    source: str = EMBEDDED
+    loaded: tuple[Any, BaseModel] | None = field(default=None, repr=False)
+
+    @property
+    def cls(self) -> Any:
+        return self._load()[0]
+
+    @property
+    def config(self) -> BaseModel:
+        return self._load()[1]
+
+    def _load(self) -> tuple[Any, BaseModel]:
+        if self.loaded is None:
+            loaded, problems = _load_adapter(self.source, self.port, self.type, self.settings, set())
+            if loaded is None:
+                raise ConnectionsError(problems)
+            self.loaded = loaded
+        return self.loaded
 
     def build(self, host: Any) -> Any:
         """Build the adapter; refuses one that does not satisfy the port's protocol."""
@@ -82,6 +103,18 @@ class Choice:
             )
         return adapter
 
+    def check_secrets(self) -> None:
+        """Resolve every secret the config references without building the adapter (a port this
+        promotion does not use is not started, but a missing secret is still found before anything moves).
+        Raises SecretUnavailable naming the port, the field and the secret."""
+        if self.loaded is None:  # an embedded default, not loaded yet: its settings reference no secret
+            return
+        for where, ref in secret_references(self.config):
+            try:
+                ref.resolve()
+            except SecretUnavailable as exc:
+                raise SecretUnavailable(f"{self.port}.{where}: {exc}") from exc
+
 
 @dataclass(frozen=True)
 class Connections:
@@ -90,6 +123,9 @@ class Connections:
 
     def build(self, port: str, host: Any) -> Any:
         return self.choices[port].build(host)
+
+    def check_secrets(self, port: str) -> None:
+        self.choices[port].check_secrets()
 
     def describe(self) -> str:
         return ", ".join(f"{port}: {c.type}" for port, c in self.choices.items())
@@ -106,6 +142,22 @@ def _pydantic(file: str, exc: ValidationError, prefix: str, skip: set[str]) -> l
         if where not in skip and problem not in problems:
             problems.append(problem)
     return problems
+
+
+def _load_adapter(
+    file: str, port: str, type_name: str, settings: dict[str, Any], reported: set[str]
+) -> tuple[tuple[Any, BaseModel] | None, list[Problem]]:
+    """The adapter class of ``port``'s ``type_name`` and its validated config, or None and the problems."""
+    try:
+        cls = adapter_class(port, type_name)
+    except UnknownAdapter as exc:
+        return None, [Problem(file, f"{port}.type", str(exc))]
+    except (ImportError, TypeError) as exc:
+        return None, [Problem(file, f"{port}.type", f"adapter {type_name!r} cannot be loaded: {exc}")]
+    try:
+        return (cls, cls.Config.model_validate(settings)), []
+    except ValidationError as exc:
+        return None, _pydantic(file, exc, port, reported)
 
 
 def parse_connections(data: Any, file: str = "<connections>") -> Connections:
@@ -133,20 +185,13 @@ def parse_connections(data: Any, file: str = "<connections>") -> Connections:
             continue
         type_name = raw["type"]
         settings = {k: v for k, v in raw.items() if k != "type"}
-        try:
-            cls = adapter_class(port, type_name)
-        except UnknownAdapter as exc:
-            problems.append(Problem(file, f"{port}.type", str(exc)))
+        if section is None:  # the embedded default: loaded when first used
+            choices[port] = Choice(port, type_name, settings, source=file)
             continue
-        except (ImportError, TypeError) as exc:
-            problems.append(Problem(file, f"{port}.type", f"adapter {type_name!r} cannot be loaded: {exc}"))
-            continue
-        try:
-            config = cls.Config.model_validate(settings)
-        except ValidationError as exc:
-            problems.extend(_pydantic(file, exc, port, reported))
-            continue
-        choices[port] = Choice(port, type_name, cls, config)
+        loaded, found = _load_adapter(file, port, type_name, settings, reported)
+        problems.extend(found)
+        if loaded is not None:
+            choices[port] = Choice(port, type_name, settings, source=file, loaded=loaded)
     if problems:
         raise ConnectionsError(problems)
     return Connections(source=file, choices=choices)

@@ -111,3 +111,18 @@ def unresolved(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
     elif isinstance(data, list):
         for index, value in enumerate(data):
             yield from unresolved(value, f"{path}[{index}]")
+
+
+def secret_references(value: Any, path: str = "") -> Iterator[tuple[str, SecretRef]]:
+    """(field path, reference) for every secret reference in a validated adapter config."""
+    if isinstance(value, EnvSecret | PrefectSecret):
+        yield path, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from secret_references(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from secret_references(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from secret_references(item, f"{path}[{index}]")

@@ -177,7 +177,7 @@ def test_an_adapter_that_breaks_its_port_is_refused(tmp_path: Path) -> None:
             return cls()
 
     with pytest.raises(TypeError, match="does not implement Clock"):
-        replace(choice, cls=NotAClock).build(None)
+        replace(choice, loaded=(NotAClock, choice.config)).build(None)
 
 
 def test_runtime_uses_the_file_in_force(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,6 +204,40 @@ def test_runtime_uses_the_file_in_force(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("STAGEGATE_HOME", str(ws.root))
     with pytest.raises(ConnectionsError, match=r"named\.yaml: traffic\.type"):
         Runtime.from_env()  # fails before anything can move, not at the first traffic call
+
+
+def test_build_ports_starts_only_the_named_ports_and_checks_the_others_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promotion builds the ports its policy's stages use (flows.context.ports_for); the others are not
+    started, but a secret they reference that has gone missing still stops it before anything moves."""
+    from flows.context import ports_for
+    from stagegate.connections.secrets import SecretUnavailable
+    from stagegate.policy import parse_policy
+
+    monkeypatch.delenv("STAGEGATE_CONNECTIONS", raising=False)
+    ws = Workspace.from_env(tmp_path / "ws")
+    monkeypatch.setenv("STAGEGATE_TEST_PG_PASSWORD", "x")
+    (ws.root / "connections.yaml").write_text(
+        "metrics: {type: events, url: 'postgresql://u@127.0.0.1/test',"
+        " password: {env: STAGEGATE_TEST_PG_PASSWORD}}\n"
+    )
+    rt = Runtime(ws)
+    rt.build_ports({"traffic"})
+    assert "traffic" in vars(rt) and not {"metrics", "offline_data", "clock"} & set(vars(rt))
+
+    rt = Runtime(ws)
+    rt.connections  # noqa: B018 -- read while the variable is set
+    monkeypatch.delenv("STAGEGATE_TEST_PG_PASSWORD")  # gone by the time the promotion opens
+    with pytest.raises(SecretUnavailable, match=r"metrics\.password: environment variable STAGEGATE_TEST_PG"):
+        rt.build_ports({"traffic"})
+    with pytest.raises(ValueError, match="unknown ports"):
+        rt.build_ports({"traffic", "warp"})
+
+    live_only = parse_policy({"model": "m", "stages": {"canary": {"steps": [{"weight": 5}]}}})
+    assert ports_for(live_only) == {"traffic", "metrics", "clock"}
+    offline_only = parse_policy({"model": "m", "stages": {"offline": {}}})
+    assert ports_for(offline_only) == {"traffic", "offline_data", "metrics", "clock"}  # rollout always runs
 
 
 def test_events_metric_source_with_a_password_reference(

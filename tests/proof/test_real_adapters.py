@@ -259,11 +259,6 @@ def test_promotions_run_on_an_http_router_postgres_events_and_the_wall_clock(pro
     )
 
 
-@pytest.mark.xfail(
-    reason="Runtime.build_ports builds every port, so the default offline_data adapter (simulator.adapters) "
-    "loads by entry point even when no stage reads offline data",
-    strict=True,
-)
 def test_flow_process_imports_no_simulator(proof: dict) -> None:
     imported = [
         m for m in proof["modules"] if any(m == s or m.startswith(f"{s}.") for s in SIMULATOR_MODULES)
