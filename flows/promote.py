@@ -21,8 +21,10 @@ keeps the candidate serving: the champion serves, and the promotion is closed wh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -201,10 +203,16 @@ def _skip_reason(ctx: PromotionContext, stage: str) -> str | None:
 def promote(model: str, version: str, policy: str) -> PromotionResult:
     """Take ``model`` version ``version`` through the stages of the policy file ``policy``."""
     ctx = open_promotion(model, str(version), policy)
+    return run_promotion(ctx)
+
+
+def run_promotion(ctx: PromotionContext, start: Mapping[str, Any] | None = None) -> PromotionResult:
+    """Drive an opened promotion under its lease, from the start or from ``start`` (a ledger checkpoint:
+    `stagegate resume`, flows.resume); a deferred one keeps its lease until its look is due."""
     from stagegate.lease import LeaseKeeper
 
     with LeaseKeeper(runtime().events, ctx.promotion_id):  # renewed while this process lives
-        result = _drive(ctx)
+        result = _drive(ctx, start)
     if result.outcome == "deferred":  # the keeper may have renewed it meanwhile: keep it until resume_at
         rt = runtime()
         ahead = datetime.fromisoformat(str(result.resume_at)) - rt.clock.now()
@@ -212,20 +220,26 @@ def promote(model: str, version: str, policy: str) -> PromotionResult:
     return result
 
 
-def _drive(ctx: PromotionContext) -> PromotionResult:
-    """The stages in order, then the outcome acted on and recorded (the state machine of the module doc)."""
+def _drive(ctx: PromotionContext, start: Mapping[str, Any] | None = None) -> PromotionResult:
+    """The stages in order, then the outcome acted on and recorded (the state machine of the module doc).
+
+    With ``start`` (a checkpoint), the stages before its stage are done, and its stage continues from it:
+    where its look loop stood, or, when it was held, from the approval it was waiting for."""
     logger = get_run_logger()
     model, version = ctx.model, ctx.version
     rt = runtime()
     outcomes: list[StageOutcome] = []
     final, reason, last_stage = "promoted", "every stage passed", None
-    for stage, config in ctx.policy.stages.configured():
-        if (skip := _skip_reason(ctx, stage)) is not None:
+    order = [name for name, _ in ctx.policy.stages.configured()]
+    first = order.index(start["stage"]) if start is not None else 0
+    for stage, config in ctx.policy.stages.configured()[first:]:
+        resuming = start if start is not None and stage == start["stage"] else None
+        if resuming is None and (skip := _skip_reason(ctx, stage)) is not None:
             logger.warning("skipping %s: %s", stage, skip)
             rt.events.transition(ctx.promotion_id, stage, f"skipped: {skip}", stage=stage)
             continue
         last_stage = stage
-        needs_approval = getattr(config, "approval", None) == "before"
+        needs_approval = resuming is None and getattr(config, "approval", None) == "before"
         if (
             needs_approval
             and not (answer := wait_for_approval(ctx, f"before {stage}", _evidence_note(ctx))).approved
@@ -233,7 +247,7 @@ def _drive(ctx: PromotionContext) -> PromotionResult:
             final, reason = _not_approved(answer, stage, f"approval before {stage} refused")
             break
         try:
-            refused = _run_stage(ctx, stage, outcomes)
+            refused = _run_stage(ctx, stage, outcomes, resuming)
         except ResumeLater as later:
             return _defer(ctx, stage, later, outcomes)
         if refused is not None:
@@ -289,23 +303,36 @@ def _drive(ctx: PromotionContext) -> PromotionResult:
     )
 
 
-def _run_stage(ctx: PromotionContext, stage: str, outcomes: list[StageOutcome]) -> tuple[str, str] | None:
+def _run_stage(
+    ctx: PromotionContext,
+    stage: str,
+    outcomes: list[StageOutcome],
+    checkpoint: Mapping[str, Any] | None = None,
+) -> tuple[str, str] | None:
     """Run one stage, and every approved HOLD of it: a stage that looks at live traffic resumes where it
     held (the same step, or the next one after a step's deadline; a held rollout finishes its traffic
     move). Appends every outcome to ``outcomes``; returns None when the stage ended well, else (final
-    outcome, reason)."""
+    outcome, reason). From a ``checkpoint`` the stage continues where the ledger says it stood; a
+    checkpoint taken at a HOLD first asks for the approval again."""
     logger = get_run_logger()
-    resume = None
+    resume: Any = checkpoint
+    held = checkpoint.get("held") if checkpoint is not None else None
     while True:
-        try:
-            run = STAGE_FLOWS[stage]
-            outcome = run(ctx) if resume is None else run(ctx, resume=resume)
-        except ResumeLater:
-            raise
-        except Exception as exc:  # fail closed: a stage that cannot finish never leaves traffic half-moved
-            logger.exception("stage %s failed", stage)
-            outcome = StageOutcome(stage, Decision.ROLLBACK, f"{stage} failed with an error: {exc!r}")
-        outcomes.append(outcome)
+        if held is not None:  # resumed at a hold: the human's answer is still owed
+            outcome = StageOutcome(stage, Decision.HOLD, str(held), resume=resume)
+        else:
+            try:
+                run = STAGE_FLOWS[stage]
+                outcome = run(ctx) if resume is None else run(ctx, resume=resume)
+            except ResumeLater:
+                raise
+            except (
+                Exception
+            ) as exc:  # fail closed: a stage that cannot finish never leaves traffic half-moved
+                logger.exception("stage %s failed", stage)
+                outcome = StageOutcome(stage, Decision.ROLLBACK, f"{stage} failed with an error: {exc!r}")
+            outcomes.append(outcome)
+        held = None
         if outcome.decision is Decision.ADVANCE:
             return None
         if outcome.decision is not Decision.HOLD:
@@ -334,9 +361,12 @@ def _defer(
     Nothing is judged and nothing sleeps. The promotion stays open with traffic as it is; the ledger row
     says when it is due (``resume_at``), and its lease runs until then plus the usual lease time.
     """
+    from flows.stages.checkpoint import to_checkpoint
+
     rt = runtime()
     reason = f"deferred: {later}"
     rt.events.transition(ctx.promotion_id, stage, reason, stage=stage)
+    rt.events.save_checkpoint(ctx.promotion_id, to_checkpoint(stage, later.state, resume_at=later.resume_at))
     lease_for = max((later.resume_at - rt.clock.now()).total_seconds(), 0.0) + lease_seconds()
     rt.events.heartbeat(ctx.promotion_id, lease_for=lease_for)
     get_run_logger().warning(

@@ -60,6 +60,7 @@ app.add_typer(judge_app, name="judge")
 
 BAD_INPUT = 2
 NOT_PROMOTED = 3  # `stagegate promote` ran to its end and the candidate was rejected or rolled back
+DEFERRED = 4  # the next look is due later than the clock may wait: `stagegate resume ID` then
 
 
 def _fail(message: str) -> typer.Exit:
@@ -134,8 +135,9 @@ def promote(
 ) -> None:
     """Run the promotion flow for one candidate version.
 
-    Exit code: 0 promoted, 3 rejected or rolled back, 2 bad input refused before anything moved (policy,
-    model or version, connections file, another promotion of the model in progress).
+    Exit code: 0 promoted, 3 rejected or rolled back, 4 deferred (the next look is due later than the
+    clock may wait: `stagegate resume ID` then), 2 bad input refused before anything moved (policy, model
+    or version, connections file, another promotion of the model in progress).
     """
     from stagegate.policy import PolicyError, load_policy
 
@@ -159,10 +161,39 @@ def promote(
         result = promote_flow(model=model, version=version, policy=str(policy))
     except PromotionInProgress as exc:  # refused before anything moved
         raise _fail(str(exc)) from None
-    typer.echo(f"{model} v{version}: {result.outcome} at {result.stage}: {result.reason}")
+    _report_result(result)
+
+
+def _report_result(result: Any) -> None:
+    """Print a promotion's outcome; exit 0 only when promoted (so that CI can gate on it)."""
+    typer.echo(f"{result.model} v{result.version}: {result.outcome} at {result.stage}: {result.reason}")
     typer.echo(f"MLflow run {result.mlflow_run_id}; promotion id {result.promotion_id}")
-    if result.outcome != "promoted":  # so that CI can gate on it: 0 only when promoted
+    if result.outcome == "deferred":
+        typer.echo(f"resume it at {result.resume_at}: stagegate resume {result.promotion_id}")
+        raise typer.Exit(DEFERRED)
+    if result.outcome != "promoted":
         raise typer.Exit(NOT_PROMOTED)
+
+
+@app.command()
+def resume(
+    promotion_id: str = typer.Argument(..., help="the promotion's id (as `promote` printed it)"),
+) -> None:
+    """Continue a promotion from the ledger: a deferred look that is due, or one whose process died.
+
+    Same exit codes as `promote` (0 promoted, 3 rejected or rolled back, 4 deferred again); 2 when it cannot
+    be resumed (ended, held by a live process, or no checkpoint to resume from), before anything moved.
+    """
+    quiet_environment()
+    from flows.resume import CannotResume, resume_promotion
+    from stagegate.connections import ConnectionsError
+    from stagegate.registry import RegistryError
+
+    try:
+        result = resume_promotion(promotion_id=promotion_id)
+    except (CannotResume, ConnectionsError, RegistryError) as exc:
+        raise _fail(str(exc)) from None
+    _report_result(result)
 
 
 @app.command()

@@ -3,7 +3,7 @@ gates' judgement persisted per look, the stage's MLflow metrics, all through the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.context import PromotionContext, runtime
 from flows.gating import judge
+from flows.stages.checkpoint import restore_state, to_checkpoint
 from flows.stages.runner import (
     LookClock,
     LookRecord,
@@ -41,13 +42,17 @@ def run_stage_looks(
     *,
     stage_run_id: str | None,
     enter_step: Callable[[Step, datetime], None] = lambda step, start: None,
-    resume: LoopState | None = None,
+    resume: LoopState | Mapping[str, Any] | None = None,
     judged_as: str | None = None,
     clock: LookClock | None = None,
     **extra: Any,
 ) -> LoopResult:
     """Run ``plan`` with the runtime's clock (or ``clock``) and metric source; verdicts go to the ledger
-    under ``judged_as`` (default: the stage), looks to the stage's MLflow run."""
+    under ``judged_as`` (default: the stage), looks to the stage's MLflow run.
+
+    ``resume``: where an approved hold continues (a LoopState), or a ledger checkpoint (a mapping:
+    `stagegate resume`), whose evidence history is measured again (flows.stages.checkpoint). A stage's
+    own loop (not the monitor's watch) records its checkpoint in the ledger as it goes."""
     rt = runtime()
     tracker = rt.tracker(ctx.model) if stage_run_id else None
     name = judged_as or plan.stage
@@ -68,12 +73,21 @@ def run_stage_looks(
                 step=record.total_looks,
             )
 
+    def checkpoint(state: LoopState, held: str | None) -> None:
+        rt.events.save_checkpoint(ctx.promotion_id, to_checkpoint(plan.stage, state, held=held))
+
+    def measure_look(window: Window, expect: Sequence[str]) -> Measurement:
+        return measure(window, tuple(expect))
+
     parts = Parts(
         clock=clock or rt.clock,
-        measure=lambda window, expect: measure(window, tuple(expect)),
+        measure=measure_look,
         judge=judge_look,
         enter_step=enter_step,
         after_look=after_look,
+        checkpoint=None if plan.watch or judged_as is not None else checkpoint,
         **extra,
     )
+    if isinstance(resume, Mapping):
+        resume = restore_state(plan, resume, measure_look)
     return run_looks(plan, parts, resume)

@@ -66,7 +66,8 @@ def rollout_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:
     if result.decision is not Decision.ADVANCE:
         return bookkeeping.end(ctx, "rollout", tracker, run_id, result.decision, result.reason, result.resume)
     finish_rollout(ctx)
-    reason = "a held bake approved" if resume is not None else f"baked {bake_hours:g}h without a breach"
+    # No look in this run: the bake's looks were all done before it (a held bake approved at its end).
+    reason = f"baked {bake_hours:g}h without a breach" if result.last is not None else "a held bake approved"
     return bookkeeping.end(ctx, "rollout", tracker, run_id, Decision.ADVANCE, reason)
 
 

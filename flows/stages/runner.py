@@ -87,9 +87,21 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class TrailLook:
+    """Where one look of ``history`` came from: its step (index into ``Plan.steps``), the step's start, the
+    look's number and due time. Enough to measure its window again (flows.stages.checkpoint)."""
+
+    step_index: int
+    step_start: datetime
+    number: int
+    due: datetime
+
+
+@dataclass(frozen=True)
 class LoopState:
     """Where the loop stands: the step (index into ``Plan.steps``), the looks done in it, its start, the
-    evidence of every earlier look, the consecutive-error streaks, the looks done in the whole stage."""
+    evidence of every earlier look (and, in ``trail``, the window each came from), the consecutive-error
+    streaks, the looks done in the whole stage."""
 
     step_index: int = 0
     looks_done: int = 0
@@ -97,6 +109,7 @@ class LoopState:
     history: tuple[Evidence, ...] = ()
     streaks: Mapping[str, int] = field(default_factory=dict)
     total_looks: int = 0
+    trail: tuple[TrailLook, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,7 @@ class ResumeLater(RuntimeError):
     """The next look is due later than the clock may block: judge nothing, sleep nowhere, resume then.
 
     ``look`` is the look to wait for again and ``state`` the loop's state to resume from (a resumed run
-    rebuilds both from the ledger: :func:`stagegate.adapters.clock.resume_look`)."""
+    rebuilds both from the ledger's checkpoint: flows.stages.checkpoint, flows.resume)."""
 
     def __init__(self, stage: str, look: Look, resume_at: datetime, state: LoopState) -> None:
         super().__init__(
@@ -157,7 +170,10 @@ class Parts:
     - ``after_look(record)``: log what was seen;
     - ``stop()``: a reason to stop before the next look, or None (the monitor: the promotion stopped
       waiting for approval);
-    - ``between_looks()``: called after a look that keeps the loop going (the monitor's pacing).
+    - ``between_looks()``: called after a look that keeps the loop going (the monitor's pacing);
+    - ``checkpoint(state, held)``: record where the loop stands, after a step is entered and after every
+      look (the ledger's checkpoint, from which `stagegate resume` continues); ``held`` is the reason of a
+      HOLD (the state is then where an approved hold continues), else None.
     """
 
     clock: LookClock
@@ -167,6 +183,11 @@ class Parts:
     after_look: Callable[[LookRecord], None] | None = None
     stop: Callable[[], str | None] | None = None
     between_looks: Callable[[], None] | None = None
+    checkpoint: Callable[[LoopState, str | None], None] | None = None
+
+    def save(self, state: LoopState, held: str | None = None) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(state, held)
 
 
 def expected_arms(weight: float, mirrored: bool) -> tuple[str, ...]:
@@ -208,6 +229,7 @@ def run_looks(plan: Plan, parts: Parts, resume: LoopState | None = None) -> Loop
             start = parts.clock.now()
             parts.enter_step(step, start)
             state = replace(state, step_start=start, looks_done=0)
+            parts.save(state)
         while True:
             if plan.max_looks is not None and state.total_looks >= plan.max_looks:
                 return LoopResult(Decision.CONTINUE, "max looks reached", state.total_looks, last=last)
@@ -221,6 +243,7 @@ def run_looks(plan: Plan, parts: Parts, resume: LoopState | None = None) -> Loop
             if parts.after_look is not None:
                 parts.after_look(record)
             if result is None:  # not judged yet (sample not reached before the deadline)
+                parts.save(state)
                 continue
             last = result
             at_deadline = _at_deadline(step, state, look)
@@ -230,12 +253,14 @@ def run_looks(plan: Plan, parts: Parts, resume: LoopState | None = None) -> Loop
             if plan.watch and decision is not Decision.ROLLBACK:
                 decision = Decision.CONTINUE
             if decision is Decision.CONTINUE:
+                parts.save(state)
                 if parts.between_looks is not None:
                     parts.between_looks()
                 continue
             reason = f"{step.label}: {result.reason}" if step.label else result.reason
             if decision is Decision.ADVANCE:
                 state = replace(state, step_index=state.step_index + 1, step_start=None, looks_done=0)
+                parts.save(state)
                 break
             if decision is Decision.HOLD:
                 # An approved hold continues where the loop stands: the same step's next look, or the next
@@ -245,6 +270,7 @@ def run_looks(plan: Plan, parts: Parts, resume: LoopState | None = None) -> Loop
                     if at_deadline
                     else state
                 )
+                parts.save(after, held=reason)
                 return LoopResult(Decision.HOLD, reason, state.total_looks, resume=after, last=result)
             return LoopResult(decision, reason, state.total_looks, last=result)
     n = len(plan.steps)
@@ -259,21 +285,14 @@ def _one_look(
 ) -> tuple[LookDecision | None, LoopState, LookRecord]:
     """Measure and (unless the step waits for its sample) judge one look; the new state."""
     assert state.step_start is not None
-    window = Window(
-        plan.promotion_id,
-        plan.stage,
-        step.number,
-        None if plan.whole_step else state.step_start,
-        look.due,
-        plan.mirrored,
-    )
     evidence: Evidence | None = None
     error: str | None = None
     units = mixed = requests = 0
     try:
-        measurement = parts.measure(window, expected_arms(step.weight, plan.mirrored))
-        allocation = None if plan.mirrored else {CHAMPION: 1.0 - step.weight, CANDIDATE: step.weight}
-        evidence = measurement.evidence(allocation, look.number, state.history)
+        measurement = parts.measure(
+            look_window(plan, step, state.step_start, look.due), expected_arms(step.weight, plan.mirrored)
+        )
+        evidence = look_evidence(plan, step, measurement, look.number, state.history)
         units, mixed, requests = (
             measurement.n_units(CANDIDATE),
             measurement.mixed_units,
@@ -300,7 +319,8 @@ def _one_look(
         )
         state = replace(state, streaks=dict(result.error_streaks))
     if evidence is not None and judged:  # earlier looks keep only what sequential gates need
-        state = replace(state, history=(*state.history, evidence))
+        trail = TrailLook(state.step_index, state.step_start, look.number, look.due)
+        state = replace(state, history=(*state.history, evidence), trail=(*state.trail, trail))
     record = LookRecord(
         step,
         look,
@@ -313,3 +333,23 @@ def _one_look(
         error,
     )
     return result, state, record
+
+
+def look_window(plan: Plan, step: Step, step_start: datetime, due: datetime) -> Window:
+    """The window a look of ``step`` measures: the step's data up to the look's due time."""
+    return Window(
+        plan.promotion_id,
+        plan.stage,
+        step.number,
+        None if plan.whole_step else step_start,
+        due,
+        plan.mirrored,
+    )
+
+
+def look_evidence(
+    plan: Plan, step: Step, measurement: Measurement, look: int, history: tuple[Evidence, ...]
+) -> Evidence:
+    """A look's evidence from its measurement: the step's configured allocation, the earlier looks."""
+    allocation = None if plan.mirrored else {CHAMPION: 1.0 - step.weight, CANDIDATE: step.weight}
+    return measurement.evidence(allocation, look, history)

@@ -1,8 +1,8 @@
 """The wall clock (``wall``: real time); the simulated clock is the simulator's (simulator.adapters).
 
-A look is scheduled with :func:`stagegate.ports.next_look`; after a crash, :func:`resume_look` rebuilds
-the next look from the ledger (the verdicts already recorded for the step), so the process that takes over
-neither repeats a look nor skips one.
+A look is scheduled with :func:`stagegate.ports.next_look`; after a deferral or a crash, the look loop is
+rebuilt from the ledger's checkpoint (flows.stages.checkpoint, `stagegate resume`), so the process that
+takes over neither repeats a look nor skips one.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stagegate.ports import Look, Wait, next_look
+from stagegate.ports import Look, Wait
 
 
 class WallClock:
     """Real time. ``wait`` blocks at most ``max_block_seconds``; a look due later is handed back.
 
     What the flow does with a ``Wait(ready=False)``: record nothing, end (or suspend) its flow run, and have
-    it resumed at ``resume_at`` (for example ``run_deployment(..., scheduled_time=resume_at, timeout=0)``
-    of the same deployment, or a scheduled deployment run every interval); the resumed run calls
-    :func:`resume_look` and waits again, which is then ``ready`` at once. No worker is held for hours.
+    it resumed at ``resume_at`` (``stagegate resume ID``, flows.resume: for example from a scheduled
+    deployment run); the resumed run rebuilds the look from the ledger's checkpoint and waits again,
+    which is then ``ready`` at once. No worker is held for hours.
     """
 
     class Config(BaseModel):
@@ -57,21 +57,3 @@ class WallClock:
             return Wait(ready=False, due=look.due, resume_at=look.due)
         self._sleep(remaining.total_seconds())
         return Wait(ready=True, due=look.due, waited=remaining)
-
-
-def looks_done(store: Any, promotion_id: str, stage: str, step: int) -> int:
-    """How many looks of ``stage`` step ``step`` the ledger holds verdicts for (0 before the first)."""
-    frame = store.verdicts(promotion_id, stage)
-    if frame.empty:
-        return 0
-    rows = frame[frame["step"] == step]
-    return int(rows["look"].max()) if not rows.empty else 0
-
-
-def resume_look(
-    store: Any, promotion_id: str, stage: str, step: int, step_start: datetime, every: timedelta
-) -> Look:
-    """The next look of a step, continuing from what the ledger recorded (after a crash or a deferral)."""
-    return next_look(
-        promotion_id, stage, step, step_start, every, looks_done(store, promotion_id, stage, step)
-    )

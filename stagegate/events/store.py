@@ -118,6 +118,9 @@ promotions = Table(
     Column("owner", String(200)),
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("lease_expires_at", DateTime(timezone=True)),
+    # where a traffic stage's look loop stands (flows.stages.checkpoint), written after every step entered and
+    # every look, so that `stagegate resume` continues from the ledger; "resume_at" set while deferred
+    Column("checkpoint", JSON),
 )
 _TERMINAL = sorted(s.value for s in TERMINAL_STATES)
 _OPEN = promotions.c.state.not_in(_TERMINAL)
@@ -130,6 +133,8 @@ Index(
     postgresql_where=_OPEN,
 )
 LEASE_COLUMNS = ("owner", "heartbeat_at", "lease_expires_at")
+#: Columns added after the first ledgers were written: an older ledger gets them at start-up.
+ADDED_COLUMNS = (*LEASE_COLUMNS, "checkpoint")
 
 transitions = Table(
     "transitions",
@@ -254,13 +259,13 @@ def _engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the tables and indexes if missing, and add the lease columns to an older ledger."""
+    """Create the tables and indexes if missing, and add the newer columns to an older ledger."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":  # concurrent CREATE ... IF NOT EXISTS can still collide
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
         for table in metadata.sorted_tables:
             conn.execute(CreateTable(table, if_not_exists=True))
-        _add_lease_columns(conn)
+        _add_columns(conn)
         for table in metadata.sorted_tables:
             for index in sorted(table.indexes, key=lambda i: str(i.name)):
                 try:
@@ -285,9 +290,9 @@ def _duplicates_message(engine: Engine) -> str:
     )
 
 
-def _add_lease_columns(conn: Connection) -> None:
+def _add_columns(conn: Connection) -> None:
     present = {c["name"] for c in inspect(conn).get_columns("promotions")}
-    for name in LEASE_COLUMNS:
+    for name in ADDED_COLUMNS:
         if name in present:
             continue
         column = promotions.c[name]
@@ -297,6 +302,19 @@ def _add_lease_columns(conn: Connection) -> None:
         except (OperationalError, ProgrammingError) as exc:  # another process added it first
             if "duplicate" not in str(exc).lower() and "already exists" not in str(exc).lower():
                 raise
+
+
+def deferred_until(row: Mapping[str, Any], now: datetime | None = None) -> datetime | None:
+    """When a deferred promotion's next look is due, if it is deferred and its lease still runs, else None.
+
+    A deferred promotion has no process (its run ended, to be resumed at ``resume_at``): a dead owner is
+    expected then, so only the lease, which runs until the look is due plus the usual lease time, says
+    whether it was abandoned."""
+    resume_at = (row.get("checkpoint") or {}).get("resume_at")
+    expires = aware(row.get("lease_expires_at"))
+    if not resume_at or expires is None or expires < (now or _now()):
+        return None
+    return datetime.fromisoformat(resume_at)
 
 
 def _finite(x: Any) -> float | None:
@@ -494,6 +512,8 @@ class EventStore:
         out = []
         for row in rows:
             expires = aware(row.get("lease_expires_at"))
+            if deferred_until(row, now) is not None:
+                continue  # deferred: nobody runs it until its look is due, and its lease says until when
             if expires is None or expires < now or owner_alive(row.get("owner")) is False:
                 out.append(row)
         return out
@@ -570,6 +590,17 @@ class EventStore:
             with self.engine.begin() as conn:
                 conn.execute(insert(verdicts), records)
                 self._renew(conn, promotion_id, now, None)  # a look is a heartbeat
+
+    def save_checkpoint(self, promotion_id: str, checkpoint: Mapping[str, Any]) -> None:
+        """Record where the promotion's look loop stands (JSON); a heartbeat too."""
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(promotions)
+                .where(promotions.c.id == promotion_id)
+                .values(checkpoint=dict(checkpoint), updated_at=now)
+            )
+            self._renew(conn, promotion_id, now, None)
 
     def promotion(self, promotion_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:

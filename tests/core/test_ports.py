@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from simulator.adapters import SimulatedClock, WorkspaceOfflineData
 from simulator.traffic import FileTrafficController
-from stagegate.adapters.clock import WallClock, looks_done, resume_look
+from stagegate.adapters.clock import WallClock
 from stagegate.adapters.metrics import EventStoreMetricSource, sim_days
 from stagegate.adapters.offline import catalogue_table, impressions_table
 from stagegate.events.store import EventStore
@@ -46,7 +46,7 @@ from stagegate.ports import (
     required_fields,
     schema_problems,
 )
-from stagegate.verdict import Outcome, Verdict
+from stagegate.verdict import Outcome
 from tests.core.test_event_store import fake_batch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -276,19 +276,43 @@ def test_wall_clock_blocks_briefly_and_hands_long_waits_back() -> None:
     assert fake.slept == [120.0]
 
 
-def test_a_look_after_a_crash_continues_from_the_ledger(store: EventStore) -> None:
+def test_a_look_after_a_crash_continues_from_the_ledger_checkpoint(store: EventStore) -> None:
+    """The checkpoint goes through the ledger's JSON column and back; the next look is the one after the
+    recorded ones, on the step's own schedule, and an overdue look is judged at once."""
+    from flows.stages.checkpoint import restore_state, to_checkpoint
+    from flows.stages.runner import LoopState, Plan, Step, schedule
+
     pid = _promotion(store)
     every = timedelta(hours=2)
-    assert resume_look(store, pid, "canary", 1, T0, every).number == 1
-    verdict = Verdict("g", Outcome.PASS, "ok", metric="revenue", statistic=0.0, threshold=1.0, n=10)
-    for look in (1, 2):
-        store.record_verdicts(pid, "canary", 1, look, [(verdict, None)])
-    store.record_verdicts(pid, "canary", 2, 1, [(verdict, None)])  # another step does not count
-    assert looks_done(store, pid, "canary", 1) == 2
-    look = resume_look(store, pid, "canary", 1, T0, every)
+    plan = Plan(pid, "canary", (Step(1, 0.1, deadline_hours=24, last=False), Step(2, 0.5)), every)
+    store.save_checkpoint(pid, to_checkpoint("canary", LoopState(looks_done=2, step_start=T0, total_looks=2)))
+
+    def no_measure(window: Window, expect: object) -> Measurement:
+        raise AssertionError("nothing to measure again: no judged look in the trail")
+
+    restored = restore_state(plan, store.promotion(pid)["checkpoint"], no_measure)
+    look = schedule(plan, plan.steps[0], restored)
     assert (look.number, look.due) == (3, T0 + 3 * every)
-    # The wall clock finds it overdue and judges it at once: no look is skipped or repeated.
     assert WallClock(now=lambda: T0 + 7 * every).wait(look).ready
+
+
+def test_a_deferred_promotion_is_not_abandoned_while_its_lease_runs(store: EventStore) -> None:
+    """Its process has ended (the owner is gone) by design: only the lease says when it is abandoned."""
+    import socket
+
+    from flows.stages.checkpoint import to_checkpoint
+    from flows.stages.runner import LoopState
+
+    pid = _promotion(store)
+    gone = EventStore(store.url, owner=f"{socket.gethostname()}:999999999:0")
+    assert gone.take_over(store.promotion(pid), lease_for=3600)
+    assert [r["id"] for r in store.expired_leases()] == [pid]  # a dead owner, not deferred: abandoned
+    due = datetime.now(UTC) + timedelta(minutes=30)
+    gone.save_checkpoint(pid, to_checkpoint("canary", LoopState(step_start=T0), resume_at=due))
+    assert store.expired_leases() == []
+    with store.engine.begin() as conn:  # the lease lapses: nobody resumed it in time
+        conn.execute(text("UPDATE promotions SET lease_expires_at = :t"), {"t": T0})
+    assert [r["id"] for r in store.expired_leases()] == [pid]
 
 
 def test_simulated_clock_serves_the_world_up_to_the_due_time(store: EventStore, tmp_path: Path) -> None:

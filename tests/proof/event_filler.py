@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events-url", required=True)
     parser.add_argument("--router-url", required=True)
-    parser.add_argument("--better", required=True)
+    parser.add_argument("--better", required=True, help="better versions, comma-separated")
     parser.add_argument("--worse", required=True)
     parser.add_argument("--canary-weights", required=True)
     parser.add_argument("--rollout-weight", type=float, required=True)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 open_ids = conn.execute(query).scalars().all()
             if len(open_ids) != 1:
                 continue
-            quality = "better" if split["candidate"] == args.better else "worse"
+            quality = "better" if split["candidate"] in args.better.split(",") else "worse"
             rows = rows_for(split, open_ids[0], *where, quality, rng, args.users_per_tick, next_request)
             with store.engine.begin() as conn:
                 conn.execute(insert(events), rows)

@@ -93,7 +93,7 @@ def _database() -> Iterator[str]:
 
 
 def _register_models(home: Path) -> None:
-    """Three versions of a contract-conforming pyfunc model in the workspace's MLflow; v1 is champion.
+    """Four versions of a contract-conforming pyfunc model in the workspace's MLflow; v1 is champion.
 
     The flow never loads them (the router serves), but open-promotion checks each version's signature."""
     import mlflow
@@ -116,7 +116,7 @@ def _register_models(home: Path) -> None:
             signature=contract_signature(),
             pip_requirements=["mlflow"],
         )
-    for _ in range(3):
+    for _ in range(4):
         mlflow.register_model(info.model_uri, MODEL)
     Registry(uri).set_alias(MODEL, "champion", "1")
 
@@ -134,21 +134,21 @@ def proof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     policy.write_text(yaml.safe_dump(POLICY))
     with running(TOKEN) as router:
         connections = home / "connections.yaml"
-        connections.write_text(
-            yaml.safe_dump(
-                {
-                    "version": 1,
-                    "traffic": {
-                        "type": "http",
-                        "base_url": router.url,
-                        "token": {"env": "ROUTER_ADMIN_TOKEN"},
-                        "timeout_seconds": 5,
-                    },
-                    "metrics": {"type": "events", "url": events_url},
-                    "clock": {"type": "wall", "max_block_seconds": 30},
-                }
-            )
-        )
+        adapters = {
+            "version": 1,
+            "traffic": {
+                "type": "http",
+                "base_url": router.url,
+                "token": {"env": "ROUTER_ADMIN_TOKEN"},
+                "timeout_seconds": 5,
+            },
+            "metrics": {"type": "events", "url": events_url},
+            "clock": {"type": "wall", "max_block_seconds": 30},
+        }
+        connections.write_text(yaml.safe_dump(adapters))
+        # The same adapters on a wall clock that never blocks: every look is deferred and resumed.
+        deferring = home / "connections-deferring.yaml"
+        deferring.write_text(yaml.safe_dump({**adapters, "clock": {"type": "wall", "max_block_seconds": 0}}))
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -170,7 +170,7 @@ def proof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "--router-url",
                 router.url,
                 "--better",
-                "3",
+                "3,4",
                 "--worse",
                 "2",
                 "--canary-weights",
@@ -185,12 +185,15 @@ def proof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         )
         try:
             driver = subprocess.run(
-                [sys.executable, "-m", "tests.proof.drive_promotions", MODEL, str(policy), "2", "3"],
+                [
+                    *(sys.executable, "-m", "tests.proof.drive_promotions", MODEL, str(policy), "2", "3"),
+                    *("--deferring", str(deferring), "4"),
+                ],
                 env=env,
                 cwd=home,
                 capture_output=True,
                 text=True,
-                timeout=240,
+                timeout=360,
             )
         finally:
             filler.terminate()
@@ -219,7 +222,7 @@ def _ledger(events_url: str, promotion_id: str) -> tuple[dict[str, Any], list[di
 
 
 def test_promotions_run_on_an_http_router_postgres_events_and_the_wall_clock(proof: dict) -> None:
-    worse, better = proof["runs"]
+    worse, better, _ = proof["runs"]
     # The clearly worse candidate (v2) is rolled back in the canary; the router reads all-champion.
     assert worse["result"]["outcome"] == "rolled_back", worse["result"]
     assert worse["result"]["stage"] == "canary" and "error_rate" in worse["result"]["reason"]
@@ -240,7 +243,7 @@ def test_promotions_run_on_an_http_router_postgres_events_and_the_wall_clock(pro
         ("3", 1 - HOLDBACK, False),
         (None, 0.0, False),
     ]
-    assert moves[3:] == ramp
+    assert moves[3 : 3 + len(ramp)] == ramp
 
     # The ledger (PostgreSQL) holds the verdicts, judged on the filler's events of each step.
     row, transitions, verdicts = _ledger(proof["events_url"], better["result"]["promotion_id"])
@@ -257,6 +260,29 @@ def test_promotions_run_on_an_http_router_postgres_events_and_the_wall_clock(pro
         f"proof: {proof['seconds']:.1f}s in all, model set-up {proof['setup_seconds']:.1f}s, promotions "
         f"{worse['seconds']}s (rolled back) and {better['seconds']}s (promoted)"
     )
+
+
+def test_a_promotion_deferred_at_every_look_is_resumed_from_the_ledger_to_promotion(proof: dict) -> None:
+    """v4 on a wall clock that never blocks: each look ends the run as deferred, and each resume rebuilds
+    the loop from the ledger's checkpoint (flows.resume) and judges the next look, through every stage."""
+    run = proof["runs"][2]
+    assert run["result"]["outcome"] == "promoted", run["result"]
+    assert run["split"] == {"champion": "4", "candidate": None, "candidate_weight": 0.0, "shadow": False}
+    deferred_at = [d["stage"] for d in run["deferrals"]]
+    assert {"shadow", "canary", "rollout"} <= set(deferred_at), deferred_at
+    row, transitions, verdicts = _ledger(proof["events_url"], run["result"]["promotion_id"])
+    assert row["state"] == "promoted" and row["checkpoint"]["stage"] == "rollout"
+    resumed = [t for t in transitions if (t["reason"] or "").startswith("resumed from the ledger")]
+    assert len(resumed) == len(run["deferrals"])
+    # Every look judged once, numbered on from where the ledger stood (no look repeated, none skipped;
+    # shadow judges only once it has its requests, so its first looks have no verdicts).
+    looks = verdicts[verdicts["stage"] != "shadow"].drop_duplicates(["stage", "step", "look"])
+    for (stage, step), group in looks.groupby(["stage", "step"]):
+        assert sorted(group["look"]) == list(range(1, len(group) + 1)), (stage, step, list(group["look"]))
+    assert not verdicts.duplicated(["stage", "step", "look", "gate"]).any()
+    assert set(verdicts[verdicts["stage"] == "canary"]["step"]) == {1, 2}
+    assert not (verdicts["outcome"] == "ERROR").any()
+    print(f"deferred and resumed {len(deferred_at)} times ({deferred_at}) in {run['seconds']}s")
 
 
 def test_flow_process_imports_no_simulator(proof: dict) -> None:
