@@ -56,20 +56,27 @@ def _held_by_another(row: dict[str, Any], own: str) -> str | None:
     return str(owner)
 
 
-@task(name="reopen-promotion", cache_policy=NO_CACHE)
-def reopen_promotion(promotion_id: str) -> tuple[PromotionContext, dict[str, Any]]:
-    """Check everything before anything moves, then take the lease over: the context and the checkpoint."""
-    rt = runtime()
+def check_resumable(events: Any, promotion_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The promotion's ledger row and checkpoint, or CannotResume saying why it cannot be resumed now
+    (reads the ledger only: `stagegate resume` calls it before Prefect starts)."""
     try:
-        row = rt.events.promotion(promotion_id)
+        row = events.promotion(promotion_id)
     except KeyError:
         raise CannotResume(f"no promotion {promotion_id!r} in the ledger") from None
     checkpoint = _resumable(row)
-    if (holder := _held_by_another(row, rt.events.owner)) is not None:
+    if (holder := _held_by_another(row, events.owner)) is not None:
         raise CannotResume(
             f"promotion {promotion_id} is held by a live process ({holder}) until "
             f"{aware(row['lease_expires_at']).isoformat(timespec='seconds')}: it is running, not waiting"
         )
+    return row, checkpoint
+
+
+@task(name="reopen-promotion", cache_policy=NO_CACHE)
+def reopen_promotion(promotion_id: str) -> tuple[PromotionContext, dict[str, Any]]:
+    """Check everything before anything moves, then take the lease over: the context and the checkpoint."""
+    rt = runtime()
+    row, checkpoint = check_resumable(rt.events, promotion_id)
     policy = Policy.model_validate(row["policy"])  # as it was when the promotion opened
     rt.build_ports(ports_for(policy))
     rt.registry.get_version(row["model"], row["version"])  # RegistryError if it was deleted meanwhile

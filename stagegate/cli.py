@@ -185,11 +185,13 @@ def resume(
     be resumed (ended, held by a live process, or no checkpoint to resume from), before anything moved.
     """
     quiet_environment()
-    from flows.resume import CannotResume, resume_promotion
+    from flows.resume import CannotResume, check_resumable, resume_promotion
     from stagegate.connections import ConnectionsError
     from stagegate.registry import RegistryError
+    from stagegate.runtime import Runtime
 
-    try:
+    try:  # refused from the ledger alone, before Prefect starts
+        check_resumable(Runtime.from_env().events, promotion_id)
         result = resume_promotion(promotion_id=promotion_id)
     except (CannotResume, ConnectionsError, RegistryError) as exc:
         raise _fail(str(exc)) from None

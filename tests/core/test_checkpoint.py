@@ -5,7 +5,11 @@ uninterrupted loop judges: the same steps, look numbers, due times, history leng
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,3 +151,42 @@ def test_a_checkpoint_that_cannot_be_resumed_from_is_refused(change: dict, messa
     data = {**to_checkpoint("canary", LoopState(step_start=SIM_EPOCH)), **change}
     with pytest.raises(CheckpointError, match=message):
         restore_state(canary_plan("p", _config()), data, measure)
+
+
+def test_stagegate_resume_refuses_what_it_cannot_resume_before_prefect_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 2 with the reason, from the ledger alone: unknown id, ended, no checkpoint, a live owner."""
+    from typer.testing import CliRunner
+
+    from flows.promote import promote  # imported here so that the timing below excludes the import
+    from stagegate.cli import app
+    from stagegate.events.store import EventStore
+
+    assert promote is not None
+    monkeypatch.setenv("STAGEGATE_HOME", str(tmp_path / "ws"))
+    monkeypatch.delenv("STAGEGATE_CONNECTIONS", raising=False)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("STAGEGATE_EVENTS_URL", url)
+    # The promotion's owner: another live process of this host (the test runner's parent).
+    store = EventStore(url, owner=f"{socket.gethostname()}:{os.getppid()}:")
+
+    def resume(pid: str) -> Any:
+        started = time.monotonic()
+        result = CliRunner().invoke(app, ["resume", pid])
+        assert time.monotonic() - started < 10, "refused before Prefect starts"
+        return result
+
+    result = resume("no-such-id")
+    assert result.exit_code == 2 and "no promotion 'no-such-id'" in result.output, result.output
+    pid = store.open_promotion(model="m", version="2", policy_path="p", policy={}, champion_version="1")
+    result = resume(pid)
+    assert result.exit_code == 2 and "no checkpoint of a traffic stage" in result.output, result.output
+    store.transition(pid, "canary", "entering canary", stage="canary")
+    store.save_checkpoint(pid, to_checkpoint("canary", LoopState(step_start=SIM_EPOCH)))
+    result = resume(pid)
+    assert result.exit_code == 2 and "held by a live process" in result.output, result.output
+    store.transition(pid, "rolled_back_pending", "test")
+    store.transition(pid, "rolled_back", "test")
+    result = resume(pid)
+    assert result.exit_code == 2 and "has ended (rolled_back)" in result.output, result.output
