@@ -7,6 +7,7 @@ does not validate, a model or version that does not exist, a workspace that is n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -17,6 +18,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from stagegate.cli_ops import register as register_ops
+from stagegate.cli_promotions import UnknownPromotion, promotions_app, resolve_id
 from stagegate.judge.cli import judge_app
 from stagegate.offline_env import quiet_environment
 from stagegate.router.cli import serve
@@ -102,6 +104,7 @@ connections_app = typer.Typer(
     help="Connections: which adapter serves traffic, metrics, offline data and time.", no_args_is_help=True
 )
 app.add_typer(connections_app, name="connections")
+app.add_typer(promotions_app, name="promotions")
 
 
 @connections_app.command("validate")
@@ -191,21 +194,29 @@ def resume(
     from stagegate.runtime import Runtime
 
     try:  # refused from the ledger alone, before Prefect starts
-        check_resumable(Runtime.from_env().events, promotion_id)
+        events = Runtime.from_env().events
+        promotion_id = resolve_id(events, promotion_id)
+        check_resumable(events, promotion_id)
         result = resume_promotion(promotion_id=promotion_id)
-    except (CannotResume, ConnectionsError, RegistryError) as exc:
+    except (CannotResume, ConnectionsError, RegistryError, UnknownPromotion) as exc:
         raise _fail(str(exc)) from None
     _report_result(result)
 
 
 @app.command()
-def status(model: str = typer.Option("recsys-ranker", help="registered model name")) -> None:
+def status(
+    model: str = typer.Option("recsys-ranker", help="registered model name"),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
+) -> None:
     """Aliases, versions and promotions of a model (after reconciling its abandoned promotions)."""
     quiet_environment()
-    from stagegate.report import print_status
+    from stagegate.report import print_status, status_data
 
     _reconcile(model, quiet=True)
-    print_status(model)
+    if as_json:
+        typer.echo(json.dumps(status_data(model), indent=2))
+    else:
+        print_status(model)
 
 
 @app.command()

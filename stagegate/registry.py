@@ -8,7 +8,7 @@ rejected, rolled_back, aborted) and ``stagegate.reason``.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 CHAMPION_ALIAS = "champion"
@@ -91,7 +91,17 @@ class Registry:
             self.client.set_model_version_tag(model, str(version), names.get(key, key), str(value)[:5000])
 
     def versions(self, model: str) -> list[VersionInfo]:
-        return sorted(
-            (self._info(mv) for mv in self.client.search_model_versions(f"name='{model}'")),
-            key=lambda v: int(v.version),
-        )
+        """Every version of ``model`` with its aliases. search_model_versions leaves ``aliases`` empty, so
+        they come from the registered model (alias -> version)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            by_alias = dict(self.client.get_registered_model(model).aliases or {})
+        except MlflowException:
+            raise RegistryError(f"registered model {model!r} does not exist at {self.tracking_uri}") from None
+        infos = []
+        for mv in self.client.search_model_versions(f"name='{model}'"):
+            info = self._info(mv)
+            mine = {a for a, v in by_alias.items() if str(v) == info.version}
+            infos.append(replace(info, aliases=sorted(set(info.aliases) | mine)))
+        return sorted(infos, key=lambda v: int(v.version))

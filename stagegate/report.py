@@ -43,11 +43,12 @@ def print_status(model: str) -> None:
             f"shadow {'on' if split.shadow else 'off'}"
         )
     promos = Table(title="promotions")
-    for col in ("id", "version", "state", "stage", "mlflow run", "reason"):
-        promos.add_column(col)
+    promos.add_column("id", no_wrap=True, min_width=36)  # whole, so that it can be copied
+    for col in ("version", "state", "stage", "mlflow run", "reason"):
+        promos.add_column(col, overflow="fold")
     for p in rt.events.promotions(model):
         promos.add_row(
-            p["id"][:8],
+            p["id"],
             p["version"],
             p["state"],
             p["stage"] or "",
@@ -55,6 +56,29 @@ def print_status(model: str) -> None:
             (p["reason"] or "")[:80],
         )
     console.print(promos)
+
+
+def status_data(model: str) -> dict[str, Any]:
+    """What ``status`` shows, as JSON-ready data: versions with aliases and tags, the split, promotions."""
+    from dataclasses import asdict
+
+    from stagegate.cli_promotions import ROW_FIELDS, jsonable
+    from stagegate.registry import RegistryError
+    from stagegate.runtime import Runtime
+
+    rt = Runtime.from_env()
+    out: dict[str, Any] = {"model": model}
+    try:
+        out["versions"] = [asdict(v) for v in rt.registry.versions(model)]
+    except RegistryError as exc:
+        out["versions"], out["error"] = [], str(exc)
+    try:
+        out["split"] = rt.traffic.get_split().model_dump(mode="json")
+    except Exception as exc:  # shown as an error, the ledger still listed
+        out["split"], out["split_error"] = None, f"{type(exc).__name__}: {exc}"
+    fields = (*ROW_FIELDS, "reason", "mlflow_run_id")
+    out["promotions"] = [{k: p.get(k) for k in fields} for p in rt.events.promotions(model)]
+    return jsonable(out)
 
 
 def outcome_table(rows: Sequence[dict[str, Any]], title: str) -> Any:

@@ -77,6 +77,8 @@ def test_promotion_to_full_rollout(workspace: dict, tmp_path: Path) -> None:
     assert state["split"].champion == version and state["split"].candidate is None
     rt = state["rt"]
     assert rt.registry.get_version(MODEL, version).tags["stagegate.status"] == "promoted"
+    aliases = {v.version: v.aliases for v in rt.registry.versions(MODEL)}  # what `status` shows
+    assert aliases[version] == ["champion"] and aliases[champion] == ["previous"]
     ledger = rt.events.promotion(result.promotion_id)
     assert ledger["state"] == "promoted"
     assert ledger["flow_run_id"]  # `stagegate approve <promotion id>` finds the paused run through it
