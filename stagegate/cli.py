@@ -157,6 +157,7 @@ def promote(
         Runtime.from_env().registry.get_version(model, version)
     except (RegistryError, ConnectionsError) as exc:
         raise _fail(str(exc)) from None
+    _reconcile(model, quiet=True)  # a crashed promotion of this model: rolled back, or resumed (on_crash)
     from flows.promote import promote as promote_flow
     from stagegate.events.store import PromotionInProgress
 
@@ -226,7 +227,8 @@ def reconcile(
     """Roll back promotions whose process died (lease expired, or its process gone), from the ledger.
 
     Traffic goes to the recorded champion first, then the aliases and tags; the ledger records the
-    outcome with the reason "reconciled: ...". Exit 1 if one could not be closed (run it again).
+    outcome with the reason "reconciled: ...". A promotion whose policy says `on_crash: resume` is resumed
+    from its checkpoint instead, when it has one. Exit 1 if one could not be closed (run it again).
     """
     quiet_environment()
     results = _reconcile(model, quiet=False)
@@ -234,12 +236,19 @@ def reconcile(
         raise typer.Exit(1)
 
 
+def _resume(promotion_id: str) -> str:
+    """Resume a promotion from the ledger in this process (reconcile's ``on_crash: resume``); its outcome."""
+    from flows.resume import resume_promotion
+
+    return resume_promotion(promotion_id=promotion_id).outcome
+
+
 def _reconcile(model: str | None, quiet: bool) -> list:
     from stagegate.reconcile import reconcile as reconcile_ledger
     from stagegate.runtime import Runtime
 
     try:
-        results = reconcile_ledger(Runtime.from_env(), model)
+        results = reconcile_ledger(Runtime.from_env(), model, resume=_resume)
     except Exception as exc:  # a store that is down: status still shows what it can read
         typer.secho(f"reconcile: could not run (run it again when it is back): {exc!r}", err=True, fg="red")
         if not quiet:

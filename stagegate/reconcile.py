@@ -9,8 +9,11 @@ and the registry, then read back), and the ledger says why: ``reconciled: lease 
 
 The outcome follows the ledger: a recorded ``<outcome>_pending`` is finished as ``<outcome>``; otherwise a
 promotion that never reached live users (offline, simulation, shadow) ends ``rejected``, one that did
-(canary, rollout) ends ``rolled_back``, as the flow itself would. A policy saying ``on_crash: resume`` is
-rolled back all the same, and the reason says that resuming is not supported yet.
+(canary, rollout) ends ``rolled_back``, as the flow itself would. A policy saying ``on_crash: resume`` has
+its promotion resumed from the ledger's checkpoint instead (``stagegate resume``, flows/resume.py) when the
+caller can run it (the ``reconcile``, ``status`` and ``promote`` commands) and the promotion has a
+checkpoint of a traffic stage; otherwise, or when resuming fails, it is rolled back, and the reason says
+why.
 
 Idempotent: a second run finds nothing to do. Run by ``stagegate reconcile``, and by itself at the start
 of every promotion (for its model) and of ``stagegate status``.
@@ -19,15 +22,19 @@ of every promotion (for its model) and of ``stagegate status``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from stagegate.events.store import aware, owner_alive
-from stagegate.ledger_states import PENDING_STATES, PromotionState, failure_outcome
+from stagegate.ledger_states import PENDING_STATES, TERMINAL_STATES, PromotionState, failure_outcome
 from stagegate.rollback import RollbackIncomplete, RollbackTarget, roll_back_promotion
 
 log = logging.getLogger("stagegate.reconcile")
+
+#: The stages whose look loop records a checkpoint to resume from.
+RESUMABLE_STAGES = ("shadow", "canary", "rollout")
 
 
 @dataclass
@@ -45,15 +52,20 @@ class Reconciled:
     ledger_closed: bool = False
     skipped: str | None = None  # why nothing was done (another owner renewed or took over first)
     problems: list[str] = field(default_factory=list)
+    resumed: bool = False  # on_crash: resume: continued from the ledger (``outcome`` is where it ended)
 
     @property
     def done(self) -> bool:
+        if self.resumed:
+            return self.skipped is None
         return self.skipped is None and self.traffic_ok and self.registry_ok and self.ledger_closed
 
     def line(self) -> str:
         head = f"promotion {self.promotion_id} ({self.model} v{self.version}, was {self.from_state})"
         if self.skipped:
             return f"{head}: skipped: {self.skipped}"
+        if self.resumed:
+            return f"{head}: resumed from the ledger ({self.reason}): {self.outcome}"
         status = "closed" if self.done else "NOT closed: " + "; ".join(self.problems[-2:])
         return f"{head}: {self.outcome} ({self.reason}): {status}"
 
@@ -73,11 +85,30 @@ def why_abandoned(row: dict[str, Any], now: datetime) -> str | None:
     return None
 
 
-def reconcile(rt: Any, model: str | None = None, now: datetime | None = None) -> list[Reconciled]:
+def _resume_refusal(row: dict[str, Any], resume: Callable[[str], str] | None) -> str | None:
+    """Why a promotion whose policy says ``on_crash: resume`` is rolled back all the same, or None."""
+    if PromotionState(row["state"]) in PENDING_STATES:
+        return "a rollback was already under way"
+    if (row.get("checkpoint") or {}).get("stage") not in RESUMABLE_STAGES:
+        return "it has no checkpoint of a traffic stage to resume from"
+    if resume is None:
+        return "this reconcile runs inside a flow run, where it cannot resume (the commands can)"
+    return None
+
+
+def reconcile(
+    rt: Any,
+    model: str | None = None,
+    now: datetime | None = None,
+    resume: Callable[[str], str] | None = None,
+) -> list[Reconciled]:
     """Roll back every abandoned open promotion (of ``model``, or of every model); see the module doc.
 
     ``rt`` gives ``events``, ``traffic`` and ``registry`` (a :class:`stagegate.runtime.Runtime`), and
-    optionally ``tracker(model)`` to close the promotion's MLflow run.
+    optionally ``tracker(model)`` to close the promotion's MLflow run. ``resume(promotion_id)`` continues
+    a promotion from the ledger and returns its outcome (``stagegate resume``); with it, a promotion whose
+    policy says ``on_crash: resume`` and that has a checkpoint is resumed rather than rolled back, and one
+    whose resume fails is rolled back (fail closed).
     """
     now = now or datetime.now(UTC)
     results = []
@@ -93,7 +124,24 @@ def reconcile(rt: Any, model: str | None = None, now: datetime | None = None) ->
             outcome = failure_outcome(row.get("stage")).value
         reason = f"reconciled: {why}"
         if (row.get("policy") or {}).get("on_crash") == "resume":
-            reason += "; the policy says on_crash: resume, which is not supported yet: rolled back instead"
+            refusal = _resume_refusal(row, resume)
+            if refusal is None and resume is not None:
+                resumed = Reconciled(row["id"], row["model"], str(row["version"]), state, "", reason)
+                log.warning("reconciling %s: %s; on_crash: resume", row["id"], why)
+                try:
+                    resumed.outcome, resumed.resumed = resume(row["id"]), True
+                except Exception as exc:  # fail closed: what cannot be resumed is rolled back
+                    refusal = f"resuming it failed ({exc!r})"
+                else:
+                    results.append(resumed)
+                    continue
+            reason += f"; the policy says on_crash: resume, but {refusal}: rolled back instead"
+            row = rt.events.promotion(row["id"])  # a failed resume may have taken the lease over
+            if PromotionState(row["state"]) in TERMINAL_STATES:  # ...and ended it: nothing left to do
+                ended = Reconciled(row["id"], row["model"], str(row["version"]), state, row["state"], reason)
+                ended.resumed = True
+                results.append(ended)
+                continue
         result = Reconciled(row["id"], row["model"], str(row["version"]), state, outcome, reason)
         results.append(result)
         if not rt.events.take_over(row):

@@ -133,6 +133,11 @@ class Policy(_Strict):
     # ``absolute_only`` skips them explicitly and says so in the report.
     on_missing_baseline: Literal["refuse", "absolute_only"] = "refuse"
     approvals: Approvals | Literal["auto"] = "auto"
+    on_crash: Literal["roll_back", "resume"] = Field(
+        default="roll_back",
+        description="what `stagegate reconcile` does with a promotion whose process died: roll it back "
+        "(the safe default), or resume it from the ledger's checkpoint when it has one (a traffic stage)",
+    )
     stages: Stages
 
     def gate_specs(self) -> list[tuple[str, int, dict[str, Any]]]:

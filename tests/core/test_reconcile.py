@@ -261,7 +261,7 @@ def test_reconcile_leaves_a_live_lease_alone(world: SimpleNamespace) -> None:
     assert world.traffic.get_split().candidate_weight == 0.2
 
 
-def test_reconcile_finishes_a_recorded_pending_outcome_and_says_resume_is_unsupported(
+def test_reconcile_finishes_a_recorded_pending_outcome_even_under_on_crash_resume(
     world: SimpleNamespace,
 ) -> None:
     pid = world.events.open_promotion(
@@ -274,11 +274,62 @@ def test_reconcile_finishes_a_recorded_pending_outcome_and_says_resume_is_unsupp
     world.events.transition(pid, "shadow", "entering shadow", stage="shadow")
     world.events.transition(pid, "rejected_pending", "shadow: latency", stage="shadow")
     lapse(world.events, pid)
-    [done] = reconcile(SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry))
+    rt = SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry)
+    [done] = reconcile(rt, resume=lambda _: pytest.fail("a rollback under way is finished, not resumed"))
     assert done.done and done.outcome == "rejected"
     row = world.events.promotion(pid)
-    assert row["state"] == "rejected" and "on_crash: resume, which is not supported yet" in row["reason"]
+    assert (
+        row["state"] == "rejected"
+        and "on_crash: resume, but a rollback was already under way" in row["reason"]
+    )
     assert_champion_serves(world, outcome="rejected")
+
+
+def _with_checkpoint(world: SimpleNamespace, pid: str) -> None:
+    from flows.stages.checkpoint import to_checkpoint
+    from flows.stages.runner import LoopState
+
+    world.events.save_checkpoint(pid, to_checkpoint("canary", LoopState(step_start=datetime.now(UTC))))
+    lapse(world.events, pid)
+
+
+def test_on_crash_resume_resumes_a_crashed_canary_from_its_checkpoint(world: SimpleNamespace) -> None:
+    pid = open_canary(world, on_crash="resume")
+    _with_checkpoint(world, pid)
+    rt = SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry)
+    asked: list[str] = []
+
+    def resume(promotion_id: str) -> str:
+        asked.append(promotion_id)
+        return "promoted"
+
+    [done] = reconcile(rt, resume=resume)
+    assert asked == [pid] and done.resumed and done.done and done.outcome == "promoted"
+    assert "resumed from the ledger" in done.line()
+    assert world.traffic.get_split().candidate_weight == 0.2  # reconcile left traffic to the resumed run
+
+
+@pytest.mark.parametrize("how", ["no resumer", "resume fails", "no checkpoint"])
+def test_on_crash_resume_that_cannot_resume_rolls_back(world: SimpleNamespace, how: str) -> None:
+    pid = open_canary(world, on_crash="resume", expired=True)
+    if how != "no checkpoint":
+        _with_checkpoint(world, pid)
+
+    def broken(promotion_id: str) -> str:
+        raise RuntimeError("the metric store is down")
+
+    rt = SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry)
+    resume = {"no resumer": None, "resume fails": broken, "no checkpoint": broken}[how]
+    [done] = reconcile(rt, resume=resume)
+    assert done.done and not done.resumed and done.outcome == "rolled_back"
+    reason = world.events.promotion(pid)["reason"]
+    expected = {
+        "no resumer": "cannot resume (the commands can)",
+        "resume fails": "resuming it failed (RuntimeError('the metric store is down'))",
+        "no checkpoint": "no checkpoint of a traffic stage",
+    }[how]
+    assert "on_crash: resume, but " in reason and expected in reason, reason
+    assert_champion_serves(world)
 
 
 def test_truncated_split_file_does_not_stop_the_rollback(world: SimpleNamespace) -> None:

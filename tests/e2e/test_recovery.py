@@ -1,5 +1,6 @@
 """Recovery end to end (the real flow, Prefect's temporary server, MLflow on SQLite): the events database
-cut mid-canary, `stagegate promote` killed mid-canary, a truncated split file under `stagegate status`."""
+cut mid-canary, `stagegate promote` killed mid-canary (rolled back, or resumed under on_crash: resume), a
+truncated split file under `stagegate status`."""
 
 from __future__ import annotations
 
@@ -83,34 +84,19 @@ def test_events_database_cut_mid_canary(
     assert CliRunner().invoke(app, ["reconcile"]).output.startswith("nothing to reconcile")
 
 
-def test_promote_killed_mid_canary_is_recovered_by_reconcile(workspace: dict, tmp_path: Path) -> None:
-    from stagegate.cli import app
+def _promote_then_kill_in_canary(workspace: dict, policy: Path, log_path: Path, ready: Any) -> Any:
+    """Run `stagegate promote` in its own process group and SIGKILL it once ``ready(open promotion row)``
+    holds while the candidate serves 20%; the ledger store."""
     from stagegate.events.store import EventStore
 
     version = workspace["versions"]["better"]
-    champion = workspace["info"]["champion_version"]
-    endless = {  # a canary step that keeps looking: the kill lands while the candidate has 20%
-        **FAST_STAGES["canary"],
-        "steps": [{"weight": 20, "min_users": 10**8}],
-        "batch_hours": 1,
-        "max_hours_per_step": 10_000,
-    }
-    policy = write_policy(tmp_path / "p.yaml", canary=endless)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["STAGEGATE_HOME"] = str(workspace["root"])
-    log = (tmp_path / "promote.log").open("wb")
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "stagegate.cli",
-            "promote",
-            "--model",
-            MODEL,
-            "--version",
-            version,
-            "--policy",
-            str(policy),
+            *(sys.executable, "-m", "stagegate.cli", "promote"),
+            *("--model", MODEL, "--version", version, "--policy", str(policy)),
         ],
         cwd=REPO,
         env=env,
@@ -124,17 +110,33 @@ def test_promote_killed_mid_canary_is_recovered_by_reconcile(workspace: dict, tm
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             open_ones = store.promotions(MODEL, open_only=True)
-            in_canary = bool(open_ones) and open_ones[0]["state"] == "canary"
+            in_canary = bool(open_ones) and open_ones[0]["state"] == "canary" and ready(open_ones[0])
             if in_canary and '"candidate_weight":0.2' in traffic.read_text():
                 break
             time.sleep(0.5)
         else:
-            pytest.fail(f"never reached the canary: {(tmp_path / 'promote.log').read_text()[-3000:]}")
+            pytest.fail(f"never reached the canary: {log_path.read_text()[-3000:]}")
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group of the process this test started
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         log.close()
+    return store
+
+
+def test_promote_killed_mid_canary_is_recovered_by_reconcile(workspace: dict, tmp_path: Path) -> None:
+    from stagegate.cli import app
+
+    version = workspace["versions"]["better"]
+    champion = workspace["info"]["champion_version"]
+    endless = {  # a canary step that keeps looking: the kill lands while the candidate has 20%
+        **FAST_STAGES["canary"],
+        "steps": [{"weight": 20, "min_users": 10**8}],
+        "batch_hours": 1,
+        "max_hours_per_step": 10_000,
+    }
+    policy = write_policy(tmp_path / "p.yaml", canary=endless)
+    store = _promote_then_kill_in_canary(workspace, policy, tmp_path / "promote.log", lambda row: True)
     [victim] = store.promotions(MODEL, open_only=True)
     assert _state(workspace["root"])["split"].candidate_weight == 0.2  # what SIGKILL left behind
 
@@ -147,6 +149,45 @@ def test_promote_killed_mid_canary_is_recovered_by_reconcile(workspace: dict, tm
     row = store.promotion(victim["id"])
     assert row["state"] == "rolled_back" and "is gone" in row["reason"], row["reason"]
     assert store.promotions(MODEL, open_only=True) == []  # the model is free for the next promotion
+
+
+def test_promote_killed_mid_canary_under_on_crash_resume_is_resumed_by_reconcile(
+    workspace: dict, tmp_path: Path
+) -> None:
+    """The policy says on_crash: resume: `stagegate reconcile` continues the killed promotion from the
+    ledger's checkpoint (the step it was in, its looks so far) to its end, instead of rolling it back."""
+    import yaml
+
+    from stagegate.cli import app
+
+    version = workspace["versions"]["better"]
+    champion = workspace["info"]["champion_version"]
+    canary = {**FAST_STAGES["canary"], "steps": [{"weight": 20, "min_users": 60}], "batch_hours": 1}
+    policy = write_policy(tmp_path / "p.yaml", canary=canary)
+    policy.write_text(yaml.safe_dump({**yaml.safe_load(policy.read_text()), "on_crash": "resume"}))
+
+    def looked_once(row: dict) -> bool:  # the canary has a checkpoint with a judged look
+        return bool(((row.get("checkpoint") or {}).get("stage") == "canary") and row["checkpoint"]["trail"])
+
+    store = _promote_then_kill_in_canary(workspace, policy, tmp_path / "promote.log", looked_once)
+    [victim] = store.promotions(MODEL, open_only=True)
+    before = store.promotion(victim["id"])["checkpoint"]
+    assert _state(workspace["root"])["split"].candidate_weight == 0.2
+
+    out = CliRunner().invoke(app, ["reconcile"])
+    assert out.exit_code == 0, out.output
+    assert "resumed from the ledger" in out.output and ": promoted" in out.output, out.output
+    row = store.promotion(victim["id"])
+    assert row["state"] == "promoted"
+    transitions = [t["reason"] or "" for t in store.transitions(victim["id"])]
+    assert any(r.startswith("resumed from the ledger at canary") for r in transitions), transitions
+    verdicts = store.verdicts(victim["id"])
+    canary_looks = sorted(set(verdicts[verdicts["stage"] == "canary"]["look"]))
+    assert canary_looks == list(range(1, len(canary_looks) + 1))  # numbered on, none repeated or skipped
+    assert len(canary_looks) >= before["looks_done"]
+    state = _state(workspace["root"])
+    assert state["split"].champion == version and state["split"].is_all_champion
+    assert state["aliases"] == {"champion": version, "candidate": None, "previous": champion}
 
 
 def test_status_shows_a_truncated_split_file_and_the_ledger(workspace: dict) -> None:
