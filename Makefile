@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 UV     := $(VENV)/bin/uv
 UV_VERSION ?= 0.13.9
 
-.PHONY: install lock demo test lint format bench bench-stats bench-decisions bench-router clean browser-deps \
+.PHONY: install lock demo test lint format bench bench-stats bench-decisions bench-router bench-interrupts clean browser-deps \
 	integration-deps
 
 # The versions come from uv.lock (committed): every fresh machine installs the same ones. uv itself is
@@ -53,6 +53,10 @@ bench-stats: install
 
 bench-decisions: install
 	$(PY) benchmarks/decisions.py
+
+# How often a Ctrl-C in the middle of MLflow writes leaves the store locked (stagegate/rollback.py).
+bench-interrupts: install
+	$(PY) benchmarks/interrupt_locks.py
 
 # The router at 200 requests/s for 60 s with shadow on, against the model called directly (docs/router.md).
 bench-router: install

@@ -47,6 +47,23 @@ def ports_for(policy: Policy) -> frozenset[str]:
     return frozenset(used)
 
 
+#: The stages that judge live traffic through the MetricSource port.
+TRAFFIC_STAGES = ("shadow", "canary", "rollout")
+
+
+def check_metric_source(rt: Runtime, policy: Policy) -> None:
+    """Refuse a policy whose traffic-stage gates the metric source in force cannot feed (UnjudgeableGates
+    naming each gate and why), before anything moves; a source without ``check_gates`` feeds every gate."""
+    check = getattr(rt.metrics, "check_gates", None)
+    if check is None:
+        return
+    from stagegate.policy.gates import configure_stage
+
+    for name, stage in policy.stages.configured():
+        if name in TRAFFIC_STAGES and stage.gates:
+            check(configure_stage(stage).gates)
+
+
 @cache
 def runtime() -> Runtime:
     """One Runtime per process, built from the environment (STAGEGATE_HOME, STAGEGATE_CONNECTIONS and

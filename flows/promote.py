@@ -30,10 +30,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel
 
 from flows.approval import ApprovalResult, publish_final_evidence, wait_for_approval
-from flows.context import PromotionContext, ports_for, runtime
+from flows.context import TRAFFIC_STAGES, PromotionContext, check_metric_source, ports_for, runtime
 from flows.gating import StageOutcome
 from flows.notify import notify
 from flows.stages.canary import canary_stage
@@ -54,7 +55,6 @@ STAGE_FLOWS = {
     "canary": canary_stage,
     "rollout": rollout_stage,
 }
-TRAFFIC_STAGES = {"shadow", "canary", "rollout"}
 
 
 class PromotionResult(BaseModel):
@@ -81,6 +81,7 @@ def open_promotion(model: str, version: str, policy_path: str) -> PromotionConte
     # Only the ports this policy's stages use are started (their secrets resolved, the others' checked):
     # a promotion with no offline stage never loads an offline-data adapter.
     rt.build_ports(ports_for(policy))
+    check_metric_source(rt, policy)  # UnjudgeableGates: gates the metric source cannot feed
     from stagegate.reconcile import reconcile
 
     for done in reconcile(rt, model):  # a crashed promotion of this model is closed before a new one opens
@@ -232,32 +233,36 @@ def _drive(ctx: PromotionContext, start: Mapping[str, Any] | None = None) -> Pro
     final, reason, last_stage = "promoted", "every stage passed", None
     order = [name for name, _ in ctx.policy.stages.configured()]
     first = order.index(start["stage"]) if start is not None else 0
-    for stage, config in ctx.policy.stages.configured()[first:]:
-        resuming = start if start is not None and stage == start["stage"] else None
-        if resuming is None and (skip := _skip_reason(ctx, stage)) is not None:
-            logger.warning("skipping %s: %s", stage, skip)
-            rt.events.transition(ctx.promotion_id, stage, f"skipped: {skip}", stage=stage)
-            continue
-        last_stage = stage
-        needs_approval = resuming is None and getattr(config, "approval", None) == "before"
-        if (
-            needs_approval
-            and not (answer := wait_for_approval(ctx, f"before {stage}", _evidence_note(ctx))).approved
-        ):
-            final, reason = _not_approved(answer, stage, f"approval before {stage} refused")
-            break
-        try:
-            refused = _run_stage(ctx, stage, outcomes, resuming)
-        except ResumeLater as later:
-            return _defer(ctx, stage, later, outcomes)
-        if refused is not None:
-            final, reason = refused
-            break
-        if stage == "canary" and getattr(config, "approval", None) == "before_rollout":
-            answer = wait_for_approval(ctx, "before rollout", _evidence_note(ctx))
-            if not answer.approved:
-                final, reason = _not_approved(answer, stage, "approval before rollout refused")
+    try:
+        for stage, config in ctx.policy.stages.configured()[first:]:
+            resuming = start if start is not None and stage == start["stage"] else None
+            if resuming is None and (skip := _skip_reason(ctx, stage)) is not None:
+                logger.warning("skipping %s: %s", stage, skip)
+                rt.events.transition(ctx.promotion_id, stage, f"skipped: {skip}", stage=stage)
+                continue
+            last_stage = stage
+            needs_approval = resuming is None and getattr(config, "approval", None) == "before"
+            if (
+                needs_approval
+                and not (answer := wait_for_approval(ctx, f"before {stage}", _evidence_note(ctx))).approved
+            ):
+                final, reason = _not_approved(answer, stage, f"approval before {stage} refused")
                 break
+            try:
+                refused = _run_stage(ctx, stage, outcomes, resuming)
+            except ResumeLater as later:
+                return _defer(ctx, stage, later, outcomes)
+            if refused is not None:
+                final, reason = refused
+                break
+            if stage == "canary" and getattr(config, "approval", None) == "before_rollout":
+                answer = wait_for_approval(ctx, "before rollout", _evidence_note(ctx))
+                if not answer.approved:
+                    final, reason = _not_approved(answer, stage, "approval before rollout refused")
+                    break
+    except INTERRUPTS as stop:  # Ctrl-C or a supervisor's stop: the champion serves before this process ends
+        _roll_back_interrupted(ctx, last_stage or "registered", stop)
+        raise
 
     # The guardrail monitor may have rolled back while the flow waited for approval: then only close records.
     ledger_closed = True
@@ -351,6 +356,54 @@ def _run_stage(
             return None  # a stage that looks once: the approval is its advance
         logger.info("%s: hold approved, resuming where it held", stage)
         resume = outcome.resume
+
+
+#: What ends this process mid-promotion: Ctrl-C (KeyboardInterrupt), SIGTERM (the flow engine turns it into
+#: TerminationSignal), an exit requested by code that runs inside the flow (SystemExit).
+INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, TerminationSignal)
+
+
+def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseException) -> None:
+    """Roll the promotion back before the interrupted process ends: traffic first, then the ledger and the
+    registry (stagegate.rollback), with further SIGINT/SIGTERM ignored meanwhile, so that a second Ctrl-C
+    cannot leave the candidate serving. Called outside Prefect's task machinery (the flow run is ending).
+    What cannot be finished here is left to `stagegate reconcile` (the lease lapses)."""
+    import signal
+    import threading
+
+    from stagegate.ledger_states import failure_outcome
+    from stagegate.rollback import (
+        RollbackIncomplete,
+        RollbackTarget,
+        release_interrupted,
+        roll_back_promotion,
+    )
+
+    what = {KeyboardInterrupt: "SIGINT (Ctrl-C)"}.get(type(stop), f"{type(stop).__name__} (SIGTERM)")
+    release_interrupted(stop)  # a write the interrupt cut short must not hold its lock against the rollback
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rt = runtime()
+        report = roll_back_promotion(
+            RollbackTarget(ctx.promotion_id, ctx.model, ctx.version, ctx.champion_version),
+            traffic=rt.traffic,
+            registry=rt.registry,
+            events=rt.events,
+            stage=stage,
+            reason=f"interrupted by {what}: rolled back before the process ended",
+            outcome=failure_outcome(stage).value,
+            rounds=1,  # within seconds: what is left (a registry write) is `stagegate reconcile`'s
+            call_timeout=5.0,
+        )
+        log = get_run_logger()
+        log.error("promotion %s interrupted by %s: %s", ctx.promotion_id, what, report.outcome)
+    except RollbackIncomplete as exc:
+        get_run_logger().error("interrupted, and the rollback is incomplete (reconcile finishes it): %s", exc)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _defer(

@@ -21,8 +21,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.context import PromotionContext, ports_for, runtime
-from flows.promote import TRAFFIC_STAGES, PromotionResult, run_promotion
+from flows.context import TRAFFIC_STAGES, PromotionContext, ports_for, runtime
+from flows.promote import PromotionResult, run_promotion
 from stagegate.events.store import TERMINAL_STATES, aware, deferred_until, owner_alive
 from stagegate.policy import Policy
 

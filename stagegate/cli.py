@@ -8,7 +8,8 @@ does not validate, a model or version that does not exist, a workspace that is n
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -145,27 +146,50 @@ def promote(
     from stagegate.policy import PolicyError, load_policy
 
     try:  # validate before anything starts, so that a bad policy costs nothing and moves nothing
-        load_policy(policy)
+        parsed = load_policy(policy)
     except PolicyError as exc:
         raise _fail(str(exc)) from None
     quiet_environment()
+    from flows.context import check_metric_source
     from stagegate.connections import ConnectionsError
+    from stagegate.ports import UnjudgeableGates
     from stagegate.registry import RegistryError
     from stagegate.runtime import Runtime
 
-    try:  # a bad connections file or a missing secret is bad input too: refused before Prefect starts
-        Runtime.from_env().registry.get_version(model, version)
-    except (RegistryError, ConnectionsError) as exc:
-        raise _fail(str(exc)) from None
+    try:  # a bad connections file, a missing secret, gates the metric source cannot feed: bad input too,
+        rt = Runtime.from_env()  # refused before Prefect starts
+        check_metric_source(rt, parsed)
+        rt.registry.get_version(model, version)
+    except (RegistryError, ConnectionsError, UnjudgeableGates) as exc:
+        raise _fail(f"{policy}: {exc}" if isinstance(exc, UnjudgeableGates) else str(exc)) from None
     _reconcile(model, quiet=True)  # a crashed promotion of this model: rolled back, or resumed (on_crash)
     from flows.promote import promote as promote_flow
     from stagegate.events.store import PromotionInProgress
 
     try:
-        result = promote_flow(model=model, version=version, policy=str(policy))
+        with interrupted_exit():
+            result = promote_flow(model=model, version=version, policy=str(policy))
     except PromotionInProgress as exc:  # refused before anything moved
         raise _fail(str(exc)) from None
     _report_result(result)
+
+
+@contextmanager
+def interrupted_exit() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a promotion: the flow has rolled it back (flows.promote); say so in one
+    line and exit 130 or 143, as a shell expects of a process ended by SIGINT or SIGTERM."""
+    from prefect.exceptions import TerminationSignal
+
+    try:
+        yield
+    except (KeyboardInterrupt, TerminationSignal) as stop:
+        code = 130 if isinstance(stop, KeyboardInterrupt) else 143
+        typer.secho(
+            "interrupted: the promotion was rolled back, the champion serves (`stagegate promotions list`)",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(code) from None
 
 
 def _report_result(result: Any) -> None:
@@ -198,7 +222,8 @@ def resume(
         events = Runtime.from_env().events
         promotion_id = resolve_id(events, promotion_id)
         check_resumable(events, promotion_id)
-        result = resume_promotion(promotion_id=promotion_id)
+        with interrupted_exit():
+            result = resume_promotion(promotion_id=promotion_id)
     except (CannotResume, ConnectionsError, RegistryError, UnknownPromotion) as exc:
         raise _fail(str(exc)) from None
     _report_result(result)

@@ -44,6 +44,10 @@ class MeasurementError(RuntimeError):
         self.window = window
 
 
+class UnjudgeableGates(ValueError):
+    """Gates that cannot judge what a metric source measures (named, with the reason)."""
+
+
 class TrafficError(RuntimeError):
     """A split could not be set or did not read back as set: nothing may assume it moved."""
 
@@ -248,6 +252,11 @@ class MetricSource(Protocol):
       zero data in place of a measurement;
     - it does not move traffic or time: two calls with the same window return the same numbers once the
       window has closed.
+
+    Optional: ``check_gates(gates)``, for a source that cannot feed every gate type (the ``prometheus``
+    source measures arm-level aggregates only): raises :class:`UnjudgeableGates` naming each gate it cannot
+    feed and why. A promotion calls it for every traffic stage's gates before it opens
+    (flows.context.check_metric_source), so such a policy is refused before anything moves.
     """
 
     def measure(self, window: Window, expect: Sequence[str] = ARMS) -> Measurement: ...

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stagegate.connections.secrets import SecretRef
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
-from stagegate.ports import ARMS, Measurement, MeasurementError, Window
+from stagegate.ports import ARMS, Measurement, MeasurementError, UnjudgeableGates, Window
 
 #: Placeholders a template may use: label values (quoted, escaped) and the range (unquoted).
 LABEL_PLACEHOLDERS = ("arm", "promotion_id", "stage", "step")
@@ -146,10 +146,6 @@ def render(template: str, values: Mapping[str, str]) -> str:
         return escape_label_value(value) if name in LABEL_PLACEHOLDERS else value
 
     return _PLACEHOLDER.sub(substitute, template)
-
-
-class UnjudgeableGates(ValueError):
-    """Gates that cannot judge what this metric source measures (named, with the reason)."""
 
 
 @dataclass(frozen=True)

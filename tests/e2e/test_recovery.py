@@ -84,9 +84,14 @@ def test_events_database_cut_mid_canary(
     assert CliRunner().invoke(app, ["reconcile"]).output.startswith("nothing to reconcile")
 
 
-def _promote_then_kill_in_canary(workspace: dict, policy: Path, log_path: Path, ready: Any) -> Any:
-    """Run `stagegate promote` in its own process group and SIGKILL it once ``ready(open promotion row)``
-    holds while the candidate serves 20%; the ledger store."""
+def _promote_then_kill_in_canary(
+    workspace: dict, policy: Path, log_path: Path, ready: Any, sig: int = signal.SIGKILL
+) -> Any:
+    """Run `stagegate promote` in its own process group and send it ``sig`` (SIGKILL: to the whole group)
+    once ``ready(open promotion row)`` holds while the candidate serves 20%; the ledger store. A SIGINT or
+    SIGTERM goes to the promote process alone, as a terminal's Ctrl-C or a supervisor's stop would, and
+    the process is given 60 s to end; ``store.exit`` is its exit code, ``store.ended_in`` the seconds it
+    took."""
     from stagegate.events.store import EventStore
 
     version = workspace["versions"]["better"]
@@ -116,11 +121,18 @@ def _promote_then_kill_in_canary(workspace: dict, policy: Path, log_path: Path, 
             time.sleep(0.5)
         else:
             pytest.fail(f"never reached the canary: {log_path.read_text()[-3000:]}")
+        sent = time.monotonic()
+        if sig != signal.SIGKILL:
+            proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+        store.ended_in = time.monotonic() - sent
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group of the process this test started
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         log.close()
+    store.exit = proc.returncode
     return store
 
 
@@ -149,6 +161,37 @@ def test_promote_killed_mid_canary_is_recovered_by_reconcile(workspace: dict, tm
     row = store.promotion(victim["id"])
     assert row["state"] == "rolled_back" and "is gone" in row["reason"], row["reason"]
     assert store.promotions(MODEL, open_only=True) == []  # the model is free for the next promotion
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_or_sigterm_mid_canary_ends_the_promotion_safely_within_seconds(
+    workspace: dict, tmp_path: Path, sig: int
+) -> None:
+    """Ctrl-C or a supervisor's stop during the canary: traffic goes back to the champion and the ledger
+    is closed rolled_back by the promote process itself, which then exits (non-zero) within seconds."""
+    version = workspace["versions"]["better"]
+    champion = workspace["info"]["champion_version"]
+    endless = {
+        **FAST_STAGES["canary"],
+        "steps": [{"weight": 20, "min_users": 10**8}],
+        "batch_hours": 1,
+        "max_hours_per_step": 10_000,
+    }
+    policy = write_policy(tmp_path / "p.yaml", canary=endless)
+    log = tmp_path / "promote.log"
+    store = _promote_then_kill_in_canary(workspace, policy, log, lambda row: True, sig=sig)
+    output = log.read_text()
+    # 128 + n, or ended by the signal itself (Prefect re-raises SIGTERM): what a shell reports as 130 or 143
+    assert store.exit in (128 + sig, -sig), (store.exit, output[-3000:])
+    assert store.ended_in < 30, (store.ended_in, output[-3000:])
+    [row] = store.promotions(MODEL)
+    assert row["state"] == "rolled_back" and "interrupted" in row["reason"], (row["reason"], output[-3000:])
+    state = _state(workspace["root"])
+    assert state["split"].champion == champion and state["split"].is_all_champion
+    assert state["aliases"] == {"champion": champion, "candidate": None, "previous": None}
+    assert state["rt"].registry.get_version(MODEL, version).tags["stagegate.status"] == "rolled_back"
+    assert "Traceback" not in output
+    print(f"signal {sig}: the promote process ended in {store.ended_in:.1f}s with exit code {store.exit}")
 
 
 def test_promote_killed_mid_canary_under_on_crash_resume_is_resumed_by_reconcile(

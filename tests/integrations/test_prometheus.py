@@ -6,12 +6,10 @@ known error rate and latency distribution per arm.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,15 +36,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 import exporter  # noqa: E402  (the truth the exporter emits)
+from prometheus_server import free_port, prometheus  # noqa: E402
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ARMS = (CHAMPION, CANDIDATE)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -55,64 +47,26 @@ class Stack:
     started: datetime  # the exporter's first request
 
 
-def _wait_http(url: str, deadline: float, proc: subprocess.Popen) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready in time")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not Path(PROMETHEUS).exists():
-        pytest.fail("prometheus is not installed: run `make integration-deps`")
     work = tmp_path_factory.mktemp("prometheus")
     exp = subprocess.Popen(
         [sys.executable, str(HERE / "exporter.py")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    prom = None
     try:
         line = exp.stdout.readline()
         match = re.fullmatch(r"PORT (\d+)\n", line)
         assert match, f"exporter did not report its port: {line!r} {exp.stderr.read() if exp.poll() else ''}"
         started = datetime.now(UTC)
-        (work / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: router\n    static_configs: [{{targets: ['127.0.0.1:{match.group(1)}']}}]\n",
-            encoding="utf-8",
-        )
-        port = free_port()
-        prom = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={work / 'prometheus.yml'}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        address = f"http://127.0.0.1:{port}"
-        _wait_http(f"{address}/-/ready", time.monotonic() + 30, prom)
-        yield Stack(address, started)
+        with prometheus(work, f"127.0.0.1:{match.group(1)}") as address:
+            yield Stack(address, started)
     finally:
-        for proc in (prom, exp):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        exp.terminate()
+        try:
+            exp.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            exp.kill()
+            exp.wait()
 
 
 def source(address: str, **fields: object) -> PrometheusMetricSource:
@@ -316,3 +270,39 @@ def test_the_default_policys_canary_gates_are_refused_by_name() -> None:
     for configured in gates:
         if configured.gate.type != "threshold":
             assert repr(configured.name) in str(info.value)
+
+
+def test_promote_refuses_gates_the_source_cannot_feed_before_anything_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A canary guardrail needs per-user data, which Prometheus does not hold: `stagegate promote` exits 2
+    naming the policy and the gate, before Prefect starts and before the ledger or the split is written."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from stagegate.cli import app
+
+    home = tmp_path / "ws"
+    monkeypatch.setenv("STAGEGATE_HOME", str(home))
+    monkeypatch.delenv("STAGEGATE_EVENTS_URL", raising=False)
+    connections = tmp_path / "connections.yaml"
+    connections.write_text(
+        yaml.safe_dump({"metrics": {"type": "prometheus", "address": "http://127.0.0.1:1"}})
+    )
+    monkeypatch.setenv("STAGEGATE_CONNECTIONS", str(connections))
+    policy = tmp_path / "policy.yaml"
+    canary = {
+        "steps": [{"weight": 10}],
+        "gates": [
+            {"type": "threshold", "metric": "error_rate", "max": 0.05},
+            {"type": "guardrail", "metric": "error_rate", "max": 0.05},
+        ],
+    }
+    policy.write_text(yaml.safe_dump({"model": "m", "stages": {"canary": canary}}))
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["promote", "--model", "m", "--version", "2", "--policy", str(policy)])
+    assert result.exit_code == 2, result.output
+    assert f"{policy}: " in result.output and "guardrail:error_rate" in result.output, result.output
+    assert "gate 'threshold:error_rate'" not in result.output  # the scalar gate is accepted
+    assert time.monotonic() - started < 15
+    assert not (home / "events.db").exists() and not (home / "traffic.json").exists()
