@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -181,14 +181,19 @@ def guardrail_monitor(
         "serving the simulated world" if serve else "reading events as they arrive",
     )
     run_id = {"flow_run_id": flow_run_id}
+    abandoned: dict[str, Any] = {}
 
     def stop() -> str | None:
         row = rt.events.promotion(promotion_id)
         state = row["state"]
         run_id["flow_run_id"] = run_id["flow_run_id"] or row.get("flow_run_id")
-        if state in WATCHED_STATES and _flow_run_ended(run_id["flow_run_id"]):
-            state = "abandoned (its flow run ended)"
-        return None if state in WATCHED_STATES else f"promotion is {state}: stopped watching"
+        if state not in WATCHED_STATES:
+            return f"promotion is {state}: stopped watching"
+        why = abandonment(row, _flow_run_ended(run_id["flow_run_id"]))
+        if why is None:
+            return None
+        abandoned.update(row=row, why=why)
+        return f"promotion abandoned while it waited ({why})"
 
     result = run_stage_looks(
         ctx,
@@ -204,6 +209,14 @@ def guardrail_monitor(
     if result.decision is Decision.ROLLBACK:
         reason = f"guardrail monitor (while waiting for approval), {stage}: {result.reason}"
         roll_back_now(ctx, stage, reason, run_id["flow_run_id"])
+        return MonitorResult(
+            promotion_id=promotion_id, stage=stage, looks=result.looks, rolled_back=True, reason=reason
+        )
+    if abandoned and rt.events.take_over(abandoned["row"]):  # else a reconciler took it first
+        # The promotion's process is gone and nobody will answer for it: the candidate must not keep
+        # serving on a promotion that no process drives.
+        reason = f"guardrail monitor, {stage}: the promotion was abandoned ({abandoned['why']}): rolled back"
+        roll_back_now(ctx, stage, reason, None)
         return MonitorResult(
             promotion_id=promotion_id, stage=stage, looks=result.looks, rolled_back=True, reason=reason
         )
@@ -240,6 +253,19 @@ def monitor_plan(
         max_looks=max_looks,
         watch=True,
     )
+
+
+def abandonment(row: dict[str, Any], run_ended: bool, now: datetime | None = None) -> str | None:
+    """Why a watched promotion has been abandoned by the process that drives it, or None: its flow run
+    ended (crashed, failed, cancelled) without closing it, or its lease lapsed or its owner process is gone
+    (a SIGKILL leaves the flow run "Paused" for ever, so the lease is what tells)."""
+    from stagegate.reconcile import why_abandoned
+
+    if row["state"] not in WATCHED_STATES:
+        return None
+    if run_ended:
+        return f"its flow run {row.get('flow_run_id')} ended without closing it"
+    return why_abandoned(row, now or datetime.now(UTC))
 
 
 def _flow_run_ended(flow_run_id: str | None) -> bool:

@@ -113,3 +113,28 @@ def test_a_monitor_that_does_not_serve_waits_real_time(watched: Any) -> None:
     result = run_looks(plan, parts)
     assert result.decision is Decision.CONTINUE and result.looks == 2
     assert clock.now() - started >= timedelta(seconds=0.1)
+
+
+def test_the_monitor_counts_a_promotion_abandoned_when_its_run_ended_or_its_lease_lapsed() -> None:
+    """A SIGKILLed promote leaves its flow run Paused for ever: the lease (or a dead owner) tells."""
+    import socket
+    from datetime import UTC, datetime, timedelta
+
+    from flows.monitor import abandonment
+    from stagegate.events.store import process_owner
+
+    now = datetime.now(UTC)
+    alive = {
+        "state": "awaiting_approval",
+        "flow_run_id": "r-1",
+        "owner": process_owner(),
+        "lease_expires_at": now + timedelta(minutes=2),
+    }
+    assert abandonment(alive, run_ended=False, now=now) is None
+    assert "flow run r-1 ended" in abandonment(alive, run_ended=True, now=now)
+    lapsed = {**alive, "lease_expires_at": now - timedelta(seconds=1)}
+    assert "lease expired" in abandonment(lapsed, run_ended=False, now=now)
+    gone = {**alive, "owner": f"{socket.gethostname()}:999999999:0"}
+    assert "is gone" in abandonment(gone, run_ended=False, now=now)
+    answered = {**lapsed, "state": "approval_granted"}  # not waiting any more: not the monitor's to judge
+    assert abandonment(answered, run_ended=True, now=now) is None

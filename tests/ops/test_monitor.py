@@ -154,3 +154,38 @@ def _paused_flow_run(stack: RunningStack, promo: Promo) -> str:
             if run.get("parameters", {}).get("model") == promo.model:
                 return run["id"]
     raise AssertionError("no paused run")
+
+
+def test_the_monitor_rolls_back_when_the_waiting_promotion_is_killed(
+    stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGKILL of the promotion that waits for approval: its flow run stays Paused, but its lease's owner
+    is gone, so the orphaned monitor rolls back (traffic to the champion, the ledger closed) at its next
+    look instead of serving the candidate until the pause times out."""
+    promo = make_promo(tmp_path_factory.mktemp("orphan"), stack, approvers=["alice"], stages=CANARY)
+    process = _start(promo, candidate_error=0.0, mode="subprocess")
+    rt = promo.runtime()
+    deadline = time.monotonic() + 90
+    rows: list = []
+    while time.monotonic() < deadline:  # the monitor is watching: it has judged a look
+        rows = rt.events.promotions(promo.model)
+        if rows and len(rt.events.verdicts(rows[0]["id"], "canary/monitor")) >= 1:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(process.stdout.read() if process.poll() is not None else "the monitor never looked")
+    assert rt.traffic.get_split().candidate_weight == 0.5
+    process.kill()
+    process.wait(timeout=30)
+    killed = time.monotonic()
+    pid = rows[0]["id"]
+    while time.monotonic() < killed + 60 and rt.events.promotion(pid)["state"] != "rolled_back":
+        time.sleep(0.5)
+    took = time.monotonic() - killed
+    row = rt.events.promotion(pid)
+    log = next((promo.root / "logs").glob("monitor-*.log")).read_text()
+    assert row["state"] == "rolled_back", (row["state"], log[-3000:])
+    assert "abandoned" in row["reason"] and "is gone" in row["reason"], row["reason"]
+    split = rt.traffic.get_split()
+    assert split.champion == "1" and split.is_all_champion
+    print(f"promotion killed to rolled back by its monitor: {took:.1f}s")
