@@ -38,8 +38,20 @@ def _fail(message: str) -> typer.Exit:
 def world_init(
     seed: int = typer.Option(7, help="world seed"),
     size: str = typer.Option("demo", help="world size preset: demo or small"),
+    force: bool = typer.Option(False, "--force", help="replace a world the workspace already holds"),
 ) -> None:
-    """Create the simulated world, bootstrap a champion and log its history into the workspace."""
+    """Create the simulated world, bootstrap a champion and log its history into the workspace.
+
+    Refuses (exit 2) a workspace that already holds a world unless --force: replacing it replaces its
+    history and traffic split, which promotions of that workspace measure against."""
+    from stagegate.workspace import Workspace
+
+    workspace = Workspace.from_env()
+    if workspace.world_path.exists() and not force:
+        raise _fail(
+            f"{workspace.root} already holds a simulated world ({workspace.world_path.name}); "
+            "`stagegate world init --force` replaces it, with its history and traffic split"
+        )
     quiet_environment()
     from simulator.setup import init_workspace
 
