@@ -162,10 +162,21 @@ def roll_back(ctx: PromotionContext, stage: str, reason: str, outcome: str) -> d
     """
     from dataclasses import asdict
 
+    report = _roll_back_with_runtime(ctx, stage, reason, outcome)
+    for problem in report.problems:
+        get_run_logger().warning("rollback: %s", problem)
+    return asdict(report)
+
+
+def _roll_back_with_runtime(
+    ctx: PromotionContext, stage: str, reason: str, outcome: str, **bounds: Any
+) -> Any:
+    """stagegate.rollback.roll_back_promotion of ``ctx`` through this process's ports (``bounds``: rounds,
+    call_timeout)."""
     from stagegate.rollback import RollbackTarget, roll_back_promotion
 
     rt = runtime()
-    report = roll_back_promotion(
+    return roll_back_promotion(
         RollbackTarget(ctx.promotion_id, ctx.model, ctx.version, ctx.champion_version),
         traffic=rt.traffic,
         registry=rt.registry,
@@ -173,10 +184,8 @@ def roll_back(ctx: PromotionContext, stage: str, reason: str, outcome: str) -> d
         stage=stage,
         reason=reason,
         outcome=outcome,
+        **bounds,
     )
-    for problem in report.problems:
-        get_run_logger().warning("rollback: %s", problem)
-    return asdict(report)
 
 
 def _summary_markdown(ctx: PromotionContext, outcomes: list[StageOutcome], final: str, reason: str) -> str:
@@ -374,9 +383,7 @@ def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseExceptio
     from stagegate.ledger_states import failure_outcome
     from stagegate.rollback import (
         RollbackIncomplete,
-        RollbackTarget,
         release_interrupted,
-        roll_back_promotion,
     )
 
     what = {KeyboardInterrupt: "SIGINT (Ctrl-C)"}.get(type(stop), f"{type(stop).__name__} (SIGTERM)")
@@ -385,15 +392,11 @@ def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseExceptio
     if threading.current_thread() is threading.main_thread():
         saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        rt = runtime()
-        report = roll_back_promotion(
-            RollbackTarget(ctx.promotion_id, ctx.model, ctx.version, ctx.champion_version),
-            traffic=rt.traffic,
-            registry=rt.registry,
-            events=rt.events,
-            stage=stage,
-            reason=f"interrupted by {what}: rolled back before the process ended",
-            outcome=failure_outcome(stage).value,
+        report = _roll_back_with_runtime(
+            ctx,
+            stage,
+            f"interrupted by {what}: rolled back before the process ended",
+            failure_outcome(stage).value,
             rounds=1,  # within seconds: what is left (a registry write) is `stagegate reconcile`'s
             call_timeout=5.0,
         )

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 import exporter  # noqa: E402  (the truth the exporter emits)
-from prometheus_server import free_port, prometheus  # noqa: E402
+from prometheus_server import free_port, prometheus, stop_process  # noqa: E402
 
 ARMS = (CHAMPION, CANDIDATE)
 
@@ -61,12 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with prometheus(work, f"127.0.0.1:{match.group(1)}") as address:
             yield Stack(address, started)
     finally:
-        exp.terminate()
-        try:
-            exp.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            exp.kill()
-            exp.wait()
+        stop_process(exp)
 
 
 def source(address: str, **fields: object) -> PrometheusMetricSource:
