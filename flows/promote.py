@@ -397,8 +397,11 @@ def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseExceptio
             stage,
             f"interrupted by {what}: rolled back before the process ended",
             failure_outcome(stage).value,
-            rounds=1,  # within seconds: what is left (a registry write) is `stagegate reconcile`'s
-            call_timeout=5.0,
+            # Within seconds: one try of each call, 4 s each. What is left (a registry write that an
+            # interrupted write of this process keeps locked) is `stagegate reconcile`'s once we are gone.
+            rounds=1,
+            attempts=1,
+            call_timeout=4.0,
         )
         log = get_run_logger()
         log.error("promotion %s interrupted by %s: %s", ctx.promotion_id, what, report.outcome)

@@ -174,9 +174,9 @@ def champion_split(champion_version: str | None) -> Any:
 
 
 def _restore_registry(
-    registry: Any, target: RollbackTarget, stage: str, reason: str, outcome: str, timeout: float | None
+    registry: Any, target: RollbackTarget, stage: str, reason: str, outcome: str, kw: dict[str, Any]
 ) -> None:
-    model, kw = target.model, {"timeout": CALL_TIMEOUT if timeout is None else timeout}
+    model = target.model
     if target.champion_version is not None:
         retried(registry.set_alias, model, CHAMPION_ALIAS, target.champion_version, **kw)
         previous = retried(registry.get_alias, model, PREVIOUS_ALIAS, **kw)
@@ -190,10 +190,10 @@ def _restore_registry(
     retried(registry.tag, model, target.version, status=outcome, stage=stage, reason=reason, **kw)
 
 
-def verify_traffic(traffic: Any, target: RollbackTarget) -> str | None:
+def verify_traffic(traffic: Any, target: RollbackTarget, timeout: float | None = None) -> str | None:
     """None when the split reads back as 100% champion; else what is wrong."""
     try:
-        split = bounded(traffic.get_split)
+        split = bounded(traffic.get_split, timeout=timeout)
     except Exception as exc:
         return f"the split does not read back: {exc!r}"
     if split.champion != target.champion_version or not split.is_all_champion or split.shadow:
@@ -201,12 +201,14 @@ def verify_traffic(traffic: Any, target: RollbackTarget) -> str | None:
     return None
 
 
-def verify_registry(registry: Any, target: RollbackTarget, outcome: str) -> str | None:
+def verify_registry(
+    registry: Any, target: RollbackTarget, outcome: str, timeout: float | None = None
+) -> str | None:
     """None when aliases and the candidate's status tag read back as a rollback leaves them."""
     try:
-        candidate = bounded(registry.get_alias, target.model, CANDIDATE_ALIAS)
-        champion = bounded(registry.get_alias, target.model, CHAMPION_ALIAS)
-        tags = bounded(registry.get_version, target.model, target.version).tags
+        candidate = bounded(registry.get_alias, target.model, CANDIDATE_ALIAS, timeout=timeout)
+        champion = bounded(registry.get_alias, target.model, CHAMPION_ALIAS, timeout=timeout)
+        tags = bounded(registry.get_version, target.model, target.version, timeout=timeout).tags
     except Exception as exc:
         return f"the registry does not read back: {exc!r}"
     problems = []
@@ -224,7 +226,7 @@ def verify_registry(registry: Any, target: RollbackTarget, outcome: str) -> str 
 
 
 def _ledger_pending(
-    events: Any, target: RollbackTarget, outcome: str, text: str, stage: str
+    events: Any, target: RollbackTarget, outcome: str, text: str, stage: str, kw: dict[str, Any]
 ) -> tuple[str, str]:
     """Write ``<outcome>_pending``; returns (outcome to finish with, ledger status: pending | ended)."""
     pending = pending_of(outcome)
@@ -236,10 +238,11 @@ def _ledger_pending(
             text,
             stage=stage,
             give_up_on=(IllegalTransition,),
+            **kw,
         )
         return outcome, "pending"
     except IllegalTransition:
-        state = PromotionState(bounded(events.promotion, target.promotion_id)["state"])
+        state = PromotionState(bounded(events.promotion, target.promotion_id, timeout=kw["timeout"])["state"])
         if state in TERMINAL_STATES:
             return state.value, "ended"  # someone (the monitor, a reconciler) closed it already
         if state in PENDING_STATES:  # a rollback was already under way: finish what it recorded
@@ -258,24 +261,27 @@ def roll_back_promotion(
     outcome: str,
     rounds: int | None = None,
     call_timeout: float | None = None,
+    attempts: int | None = None,
 ) -> RollbackReport:
     """Roll ``target`` back (see the module docstring); :class:`RollbackIncomplete` if traffic or the
     registry cannot be put back and verified. The ledger may stay open (``report.ledger_closed``).
-    ``rounds`` and ``call_timeout`` (of each registry call) bound it where time is short (an interrupted
-    process rolling back before it ends)."""
+    ``rounds``, ``attempts`` (tries of each call within a round) and ``call_timeout`` (seconds each store
+    call may take) bound it where time is short: an interrupted process rolling back before it ends takes
+    at most about rounds x (1 + 2 x attempts + 4) x call_timeout."""
     text = f"{stage}: {reason}"
+    kw = {"timeout": call_timeout, "attempts": attempts}
     report = RollbackReport(target.promotion_id, outcome)
     ledger = "unwritten"  # unwritten | pending | ended | unreachable
     for round_ in range(1, (rounds or ATTEMPTS) + 1):
         report.rounds = round_
         try:  # 1. traffic, before anything else
-            retried(traffic.set_split, champion_split(target.champion_version))
+            retried(traffic.set_split, champion_split(target.champion_version), **kw)
         except Exception as exc:
             report.problems.append(f"round {round_}: setting the champion split failed: {exc!r}")
             log.error("rollback of %s: %s", target.promotion_id, report.problems[-1])
         if ledger in ("unwritten", "unreachable"):  # 2. the ledger says a rollback is under way
             try:
-                report.outcome, ledger = _ledger_pending(events, target, report.outcome, text, stage)
+                report.outcome, ledger = _ledger_pending(events, target, report.outcome, text, stage, kw)
             except IllegalTransition as exc:  # the rollback goes on; the ledger says why it stays open
                 ledger = "refused"
                 report.problems.append(f"round {round_}: the ledger refused the rollback: {exc}")
@@ -284,12 +290,12 @@ def roll_back_promotion(
                 report.problems.append(f"round {round_}: the ledger cannot be written: {exc!r}")
                 log.error("rollback of %s: %s", target.promotion_id, report.problems[-1])
         try:  # 2. the registry
-            _restore_registry(registry, target, stage, reason, report.outcome, call_timeout)
+            _restore_registry(registry, target, stage, reason, report.outcome, kw)
         except Exception as exc:
             report.problems.append(f"round {round_}: the registry could not be put back: {exc!r}")
             log.error("rollback of %s: %s", target.promotion_id, report.problems[-1])
-        traffic_problem = verify_traffic(traffic, target)  # 3. read back
-        registry_problem = verify_registry(registry, target, report.outcome)
+        traffic_problem = verify_traffic(traffic, target, call_timeout)  # 3. read back
+        registry_problem = verify_registry(registry, target, report.outcome, call_timeout)
         report.traffic_ok, report.registry_ok = traffic_problem is None, registry_problem is None
         for problem in (traffic_problem, registry_problem):
             if problem:
@@ -315,10 +321,11 @@ def roll_back_promotion(
                 text,
                 stage=stage,
                 give_up_on=(IllegalTransition,),
+                **kw,
             )
             report.ledger_closed = True
         except IllegalTransition:  # a retried write that had landed, or another closer was first
-            state = bounded(events.promotion, target.promotion_id)["state"]
+            state = bounded(events.promotion, target.promotion_id, timeout=call_timeout)["state"]
             report.ledger_closed = state in TERMINAL_STATES
             report.outcome = state if report.ledger_closed else report.outcome
         except Exception as exc:

@@ -6,6 +6,7 @@ with MLflow's alias and tag semantics."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -440,6 +441,50 @@ def test_registry_down_during_the_rollback_then_reconcile_finishes_it(world: Sim
     lapse(world.events, pid)
     [done] = reconcile(SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry))
     assert done.done and done.from_state == "rolled_back_pending" and done.outcome == "rolled_back"
+    assert_champion_serves(world)
+
+
+def test_an_interrupted_process_rolls_back_within_its_bounds_when_the_registry_hangs(
+    world: SimpleNamespace,
+) -> None:
+    """The bounds an interrupted `stagegate promote` uses (one round, one try, a short deadline per call)
+    with a registry that never answers, as one locked by a write the interrupt cut: traffic is back, the
+    ledger says rolled_back_pending, all within about (1 + 1 + 1) calls' deadlines; reconcile finishes."""
+    pid = open_canary(world)
+    release = threading.Event()
+
+    class LockedRegistry:
+        def __getattr__(self, name: str) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                release.wait(60)  # SQLite's lock, held by this process's own interrupted write
+
+            return call
+
+    started = time.monotonic()
+    with pytest.raises(RollbackIncomplete) as caught:
+        roll_back_promotion(
+            RollbackTarget(pid, MODEL, CANDIDATE, CHAMPION),
+            traffic=world.traffic,
+            registry=LockedRegistry(),
+            events=world.events,
+            stage="canary",
+            reason="interrupted by SIGINT (Ctrl-C)",
+            outcome="rolled_back",
+            rounds=1,
+            attempts=1,
+            call_timeout=0.3,
+        )
+    elapsed = time.monotonic() - started
+    release.set()
+    # the registry's first write (0.3 s) and the read-back (0.3 s), not 3 tries x 3 rounds x 20 s
+    assert elapsed < 2.5, elapsed
+    assert caught.value.report.traffic_ok and caught.value.report.rounds == 1
+    split = world.traffic.get_split()
+    assert split.champion == CHAMPION and split.is_all_champion
+    assert world.events.promotion(pid)["state"] == "rolled_back_pending"
+    lapse(world.events, pid)  # the interrupted process is gone
+    [done] = reconcile(SimpleNamespace(events=world.events, traffic=world.traffic, registry=world.registry))
+    assert done.done and done.outcome == "rolled_back"
     assert_champion_serves(world)
 
 
