@@ -8,9 +8,11 @@ At an approval point the flow, in this order:
 2. records ``awaiting_approval`` in the ledger, starts the guardrail monitor on the stage that carries
    traffic (flows.monitor, started by flows.monitor_control: a separate flow run, because a paused flow
    cannot act) and announces the pause;
-3. pauses with the form (approve, approver, reason). Only approvers listed in the policy are accepted;
-   anyone else is refused, the attempt is recorded (ledger, MLflow, Prefect artifact, announcement) and the
-   flow pauses again for the time that is left. No valid answer before the policy's timeout is a rejection;
+3. pauses with the form (approve, approver, reason, token). Only approvers listed in the policy whose
+   token matches (stagegate.identity) are accepted, and the answer is deleted from Prefect once read;
+   anyone else is refused, the attempt is recorded (ledger, MLflow, Prefect artifact, announcement) and
+   the flow pauses again for the time that is left. No valid answer before the policy's
+   timeout is a rejection;
 4. records the answer (who, when, why, and the digest and location of the evidence they saw) in the
    ledger, in MLflow (tags and ``approvals/*.json``) and as a Prefect artifact ``approval-<point>``;
 5. stops the monitor and waits for it to end before anything else moves. If the monitor rolled back while
@@ -31,6 +33,7 @@ from prefect import get_run_logger
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from pydantic import Field
 
 from flows.context import PromotionContext, runtime
 from stagegate.events.store import TERMINAL_STATES
@@ -43,6 +46,9 @@ class ApprovalDecision(RunInput):
     approve: bool
     approver: str
     reason: str = ""
+    # Proof of identity (stagegate.identity): checked against the ledger's digest, then the answer is
+    # deleted from Prefect so that the token does not stay in its database.
+    token: str = Field("", json_schema_extra={"format": "password"})
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,26 @@ def _transition(ctx: PromotionContext, state: str, reason: str) -> bool:
         raise
 
 
+def _refusal(events: Any, allowed: list[str], approver: str, token: str) -> str | None:
+    """None when ``approver`` may answer: on the policy's list and proven by their token."""
+    from flows.monitor_control import MONITOR_APPROVER
+    from stagegate.identity import check_token
+
+    if approver == MONITOR_APPROVER or approver not in allowed:
+        return "not on the approver list"
+    return check_token(events, approver, token)
+
+
+def _forget_answer(answer: ApprovalDecision, flow_run_id: str | None) -> None:
+    """Delete the answer (and the token in it) from Prefect's database once read; best effort."""
+    from prefect.input import delete_flow_run_input
+
+    try:
+        delete_flow_run_input(answer.metadata.key, flow_run_id=flow_run_id)
+    except Exception as exc:  # the answer is still checked; the docs say to rotate a token that may leak
+        get_run_logger().warning("could not delete the approval input from Prefect: %r", exc)
+
+
 def _current_flow_run_id() -> str | None:
     from prefect.context import FlowRunContext
 
@@ -278,7 +304,8 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
     )
     description = (
         f"### Approve {ctx.model} v{ctx.version} ({point})?\n\n{evidence.markdown}\n\n{evidence_note}\n\n"
-        f"Approvers: {', '.join(approvals.approvers)}. Timeout {format_duration(approvals.timeout)} "
+        f"Approvers: {', '.join(approvals.approvers)}, each with their own token (`stagegate approvers add "
+        f"NAME` issues one). Timeout {format_duration(approvals.timeout)} "
         f"({approvals.on_timeout} on timeout). "
         f"{'A guardrail monitor watches ' + stage + ' while you decide. ' if monitor else ''}"
         f"Promotion `{ctx.promotion_id}`, MLflow run `{ctx.mlflow_run_id}`."
@@ -295,18 +322,19 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
             if (state := _ended(ctx)) is not None:
                 break  # the guardrail monitor rolled back and woke us up
             approver = answer.approver.strip()
-            if approver == MONITOR_APPROVER or approver not in approvals.approvers:
-                logger.warning("refused an answer from %r: not an approver in the policy", approver)
+            _forget_answer(answer, flow_run_id)
+            if (refusal := _refusal(rt.events, approvals.approvers, approver, answer.token)) is not None:
+                logger.warning("refused an answer from %r: %s", approver, refusal)
                 rt.events.transition(
                     ctx.promotion_id,
                     "awaiting_approval",
-                    f"{point}: refused answer from {approver!r} (not on the approver list)",
+                    f"{point}: refused answer from {approver!r} ({refusal})",
                 )
-                _record(ctx, point, "refused", approver, answer.reason, evidence, flow_run_id)
+                _record(ctx, point, "refused", approver, f"{refusal}; {answer.reason}", evidence, flow_run_id)
                 notify(
                     "approval_refused",
                     **announce,
-                    message=f"{approver!r} may not answer {point}; still waiting",
+                    message=f"{approver!r} may not answer {point} ({refusal}); still waiting",
                     point=point,
                     approver=approver,
                 )

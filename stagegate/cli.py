@@ -18,6 +18,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
+from stagegate.cli_approvers import approvers_app
 from stagegate.cli_ops import register as register_ops
 from stagegate.cli_promotions import UnknownPromotion, promotions_app, resolve_id
 from stagegate.judge.cli import judge_app
@@ -106,6 +107,7 @@ connections_app = typer.Typer(
 )
 app.add_typer(connections_app, name="connections")
 app.add_typer(promotions_app, name="promotions")
+app.add_typer(approvers_app, name="approvers")
 
 
 @connections_app.command("validate")

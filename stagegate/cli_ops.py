@@ -100,12 +100,23 @@ def _flow_run_id(run: str) -> str:
     return str(row["flow_run_id"])
 
 
-def _answer(run: str, approve: bool, approver: str | None, reason: str, wait: float) -> None:
+def _answer(
+    run: str, approve: bool, approver: str | None, reason: str, wait: float, token: str | None
+) -> None:
     quiet_environment()
     use_stack_env()
     approver = approver or os.environ.get("STAGEGATE_APPROVER") or os.environ.get("USER") or ""
     if not approver:
         typer.secho("who answers? pass --approver NAME (or set STAGEGATE_APPROVER)", err=True, fg="red")
+        raise typer.Exit(BAD_INPUT)
+    token = token or os.environ.get("STAGEGATE_APPROVER_TOKEN") or ""
+    if not token:  # the flow would refuse it: say so before anything is sent
+        typer.secho(
+            f"an answer needs {approver!r}'s token: pass --token or set STAGEGATE_APPROVER_TOKEN "
+            f"(`stagegate approvers add {approver}` issues one)",
+            err=True,
+            fg="red",
+        )
         raise typer.Exit(BAD_INPUT)
     flow_run_id = _flow_run_id(run)
     from uuid import UUID
@@ -116,7 +127,8 @@ def _answer(run: str, approve: bool, approver: str | None, reason: str, wait: fl
     sent = time.time()
     try:
         resume_flow_run(
-            UUID(flow_run_id), run_input={"approve": approve, "approver": approver, "reason": reason}
+            UUID(flow_run_id),
+            run_input={"approve": approve, "approver": approver, "reason": reason, "token": token},
         )
     except ObjectNotFound:
         typer.secho(f"no flow run {flow_run_id} at {os.environ.get('PREFECT_API_URL')}", err=True, fg="red")
@@ -137,7 +149,12 @@ def _answer(run: str, approve: bool, approver: str | None, reason: str, wait: fl
         return
     typer.echo(f"recorded: {outcome}")
     if outcome.endswith(": refused"):
-        typer.secho(f"{approver!r} is not an approver in the policy: refused", err=True, fg="red")
+        typer.secho(
+            f"{approver!r} was refused: not on the policy's approver list, or the token is not theirs "
+            "(the ledger's reason says which: `stagegate promotions get`)",
+            err=True,
+            fg="red",
+        )
         raise typer.Exit(1)
 
 
@@ -166,6 +183,11 @@ def wait_for_record(flow_run_id: str, since: float, timeout: float) -> str | Non
     return None
 
 
+TOKEN_OPTION = typer.Option(
+    None, help="your approver token (default: $STAGEGATE_APPROVER_TOKEN); `stagegate approvers add` issues it"
+)
+
+
 def approve(
     run: str = typer.Argument(..., help="flow run id (or promotion id) waiting for approval"),
     approver: str = typer.Option(
@@ -173,9 +195,10 @@ def approve(
     ),
     reason: str = typer.Option("", help="why"),
     wait: float = typer.Option(30.0, help="seconds to wait for the flow to record the answer (0: don't)"),
+    token: str = TOKEN_OPTION,
 ) -> None:
     """Approve a promotion that waits at an approval point (same as the form in the Prefect UI)."""
-    _answer(run, True, approver, reason, wait)
+    _answer(run, True, approver, reason, wait, token)
 
 
 def reject(
@@ -185,9 +208,10 @@ def reject(
         None, help="your name as listed in the policy (default: $STAGEGATE_APPROVER)"
     ),
     wait: float = typer.Option(30.0, help="seconds to wait for the flow to record the answer (0: don't)"),
+    token: str = TOKEN_OPTION,
 ) -> None:
     """Reject a promotion that waits at an approval point: it rolls back."""
-    _answer(run, False, approver, reason, wait)
+    _answer(run, False, approver, reason, wait, token)
 
 
 # -- the interactive demo ------------------------------------------------------------------------------------
@@ -235,12 +259,22 @@ def run_interactive_demo(workdir: Path, approvers: list[str] | None = None) -> l
             os.environ[key] = value
     names = approvers or [*INTERACTIVE_APPROVERS, os.environ.get("USER") or "admin"]
     policy = interactive_policy(stack.root / "policies" / "demo-interactive.yaml", names)
+    # The demo's workspace is rebuilt from scratch: its ledger (which holds the approvers' token digests)
+    # lives with the stack, so that the tokens issued here are the ones the flow checks.
+    os.environ.setdefault("STAGEGATE_EVENTS_URL", f"sqlite:///{stack.root / 'demo-events.db'}")
+    from stagegate.events.store import EventStore
+    from stagegate.identity import issue_token
+
+    events = EventStore(os.environ["STAGEGATE_EVENTS_URL"])
+    tokens = {name: issue_token(events, name) for name in names}
     ui = state["urls"]["prefect_ui"]
     typer.echo(
         f"Promotions run on the stack. When one pauses for approval, open {ui}/runs, pick the paused "
-        f"'promote' run, press Resume, and answer as one of {names} "
-        "(or `stagegate approve RUN --approver NAME`)."
+        f"'promote' run, press Resume, and answer as one of {names} with that name's token "
+        "(or `stagegate approve RUN --approver NAME --token TOKEN`). Tokens for this demo, shown once:"
     )
+    for name, token in tokens.items():
+        typer.echo(f"  {name}: {token}")
     from stagegate.extensions import SIMULATORS, load
 
     return load(SIMULATORS, "demo", needed_for="the demo").run_demo(workdir, policy=policy)

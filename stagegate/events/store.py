@@ -147,6 +147,18 @@ transitions = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
+#: Who may answer an approval point: one token per approver, kept only as a salted scrypt digest
+#: (stagegate.identity); a row with ``revoked_at`` set proves nothing.
+approver_tokens = Table(
+    "approver_tokens",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("salt", String(64), nullable=False),
+    Column("digest", String(128), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
 verdicts = Table(
     "verdicts",
     metadata,

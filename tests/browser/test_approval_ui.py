@@ -72,7 +72,7 @@ def promos(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def answer_in_ui(
-    context: object, stack: RunningStack, run: str, approve: bool, reason: str, name: str
+    context: object, stack: RunningStack, run: str, approve: bool, reason: str, name: str, token: str
 ) -> None:
     page = context.new_page()  # type: ignore[attr-defined]
     try:
@@ -89,6 +89,9 @@ def answer_in_ui(
         boxes = dialog.locator("textarea")
         boxes.nth(0).fill("release-manager")
         boxes.nth(1).fill(reason)
+        # the token field: a password input if Prefect honours the schema's format, else the third text box
+        secret = dialog.locator("input[type=password]")
+        (secret.first if secret.count() else boxes.nth(2)).fill(token)
         page.screenshot(path=str(SHOTS / f"{name}-2-form.png"))
         dialog.get_by_role("button", name="Submit").click()
         dialog.wait_for(state="hidden", timeout=15_000)
@@ -104,7 +107,15 @@ def answer_in_ui(
 def test_approve_in_the_ui(stack: RunningStack, promos: dict[str, Promo], browser: object) -> None:
     promo = promos["approve"]
     run = paused_run(stack, promo)
-    answer_in_ui(browser, stack, run, approve=True, reason="evidence reviewed in the UI", name="approve")
+    answer_in_ui(
+        browser,
+        stack,
+        run,
+        approve=True,
+        reason="evidence reviewed in the UI",
+        name="approve",
+        token=promo.tokens["release-manager"],
+    )
     assert finish(promo) == 0, log_tail(promo)
     rt = promo.runtime()
     row = rt.events.promotions(promo.model)[0]
@@ -121,7 +132,15 @@ def test_approve_in_the_ui(stack: RunningStack, promos: dict[str, Promo], browse
 def test_reject_in_the_ui_rolls_back(stack: RunningStack, promos: dict[str, Promo], browser: object) -> None:
     promo = promos["reject"]
     run = paused_run(stack, promo)
-    answer_in_ui(browser, stack, run, approve=False, reason="revenue dip in cold-start users", name="reject")
+    answer_in_ui(
+        browser,
+        stack,
+        run,
+        approve=False,
+        reason="revenue dip in cold-start users",
+        name="reject",
+        token=promo.tokens["release-manager"],
+    )
     assert finish(promo) == NOT_PROMOTED, log_tail(promo)
     rt = promo.runtime()
     row = rt.events.promotions(promo.model)[0]

@@ -97,6 +97,7 @@ def _promote_then_kill_in_canary(
     version = workspace["versions"]["better"]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["STAGEGATE_HOME"] = str(workspace["root"])
+    env["PYTHONFAULTHANDLER"] = "1"  # a SIGABRT (sent below if it hangs) prints every thread's stack
     log = log_path.open("wb")
     proc = subprocess.Popen(
         [
@@ -127,6 +128,10 @@ def _promote_then_kill_in_canary(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=60)
         store.ended_in = time.monotonic() - sent
+        if proc.poll() is None:  # hung: the log gets where each thread is
+            proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group of the process this test started
             os.killpg(proc.pid, signal.SIGKILL)

@@ -194,6 +194,7 @@ class Promo:
     policy: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    tokens: dict[str, str] = field(default_factory=dict)  # each approver's token (stagegate.identity)
 
     def runtime(self) -> Any:
         from stagegate.registry import Registry
@@ -261,7 +262,11 @@ def make_promo(
         **(extra_env or {}),
     }
     env.pop("STAGEGATE_EVENTS_URL", None)  # each workspace keeps its own ledger (SQLite)
-    return Promo(root, model, policy, env)
+    from stagegate.events.store import EventStore
+    from stagegate.identity import issue_token
+
+    ledger = EventStore(f"sqlite:///{root / 'events.db'}")
+    return Promo(root, model, policy, env, tokens={name: issue_token(ledger, name) for name in approvers})
 
 
 def start_promotion(promo: Promo) -> subprocess.Popen:

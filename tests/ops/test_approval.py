@@ -68,12 +68,29 @@ def test_refused_approver_then_approval_from_the_shell(
     promo = promos["approve"]
     run = paused_run(stack, promo)
 
-    refused = cli(promo, "approve", run, "--approver", "mallory", "--reason", "trust me")
+    refused = cli(
+        promo, "approve", run, "--approver", "mallory", "--token", "sgt_guess", "--reason", "trust me"
+    )
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "refused" in refused.stdout and "not an approver" in refused.stderr
+    assert "refused" in refused.stdout and "not on the policy's approver list" in refused.stderr
     assert paused_run(stack, promo, timeout=20) == run  # still waiting
 
-    ok = cli(promo, "approve", run, "--approver", "alice", "--reason", "verdicts look fine")
+    # alice's name with another approver's token proves nothing
+    impostor = cli(promo, "approve", run, "--approver", "alice", "--token", promo.tokens["release-manager"])
+    assert impostor.returncode == 1 and "refused" in impostor.stdout, impostor.stdout + impostor.stderr
+    assert paused_run(stack, promo, timeout=20) == run
+
+    ok = cli(
+        promo,
+        "approve",
+        run,
+        "--approver",
+        "alice",
+        "--token",
+        promo.tokens["alice"],
+        "--reason",
+        "verdicts look fine",
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "before rollout: approved" in ok.stdout
     assert finish(promo) == 0, log_tail(promo)
@@ -85,17 +102,20 @@ def test_refused_approver_then_approval_from_the_shell(
         "awaiting_approval",
         "before rollout: refused answer from 'mallory' (not on the approver list)",
     ) in (reasons)
+    assert (
+        "awaiting_approval",
+        "before rollout: refused answer from 'alice' (the token does not match 'alice''s)",
+    ) in (reasons)
     assert ("approval_granted", "before rollout: approved by alice: verdicts look fine") in reasons
     # who, when, why and which evidence: in MLflow ...
     rt = promo.runtime()
     tags = rt.registry.client.get_run(row["mlflow_run_id"]).data.tags
     assert tags["stagegate.approval.before-rollout.approver"] == "alice"
     assert tags["stagegate.approval.before-rollout.decision"] == "approved"
-    assert tags["stagegate.approval.before-rollout.refused"] == "mallory"
+    assert tags["stagegate.approval.before-rollout.refused"] == "mallory, alice"
     records = _approval_records(promo, row["mlflow_run_id"])
-    assert [r["decision"] for r in records] == ["approved", "refused"] or [
-        r["decision"] for r in records
-    ] == ["refused", "approved"]
+    assert sorted(r["decision"] for r in records) == ["approved", "refused", "refused"]
+    assert all("sgt_" not in json.dumps(r) for r in records)  # no token in what is recorded
     approved = next(r for r in records if r["decision"] == "approved")
     assert approved["reason"] == "verdicts look fine" and approved["at"]
     assert approved["evidence"]["mlflow_artifacts"] == "evidence/before-rollout"
@@ -125,6 +145,11 @@ def test_refused_approver_then_approval_from_the_shell(
         "promotion-summary",
     } <= set(by_key)
     assert any("alice" in a.data for a in by_key["approval-before-rollout"])
+    assert not any("sgt_" in (a.data or "") for group in by_key.values() for a in group)
+    # the answers (with their tokens) were deleted from Prefect once read
+    with temporary_settings({PREFECT_API_URL: stack.api}), get_client(sync_client=True) as client:
+        inputs = client.filter_flow_run_input(UUID(run), key_prefix="", limit=100, exclude_keys=set())
+    assert not any(promo.tokens["alice"] in i.value for i in inputs), [i.key for i in inputs]
     assert stack.mlflow in by_key["evidence-before-rollout"][0].data
     # announced: paused, refused, approved, promoted
     pid = row["id"]
@@ -139,7 +164,17 @@ def test_rejection_from_the_shell_rolls_back(
 ) -> None:
     promo = promos["reject"]
     run = paused_run(stack, promo)
-    done = cli(promo, "reject", run, "--approver", "alice", "--reason", "not this week")
+    done = cli(
+        promo,
+        "reject",
+        run,
+        "--approver",
+        "alice",
+        "--token",
+        promo.tokens["alice"],
+        "--reason",
+        "not this week",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert finish(promo) == NOT_PROMOTED, log_tail(promo)
     row, transitions = _ledger(promo)

@@ -25,5 +25,5 @@ def test_commands_are_registered() -> None:
     for command in ("up", "down", "approve", "reject"):
         assert f" {command} " in out, out
     assert "--interactive" in runner.invoke(app, ["demo", "--help"]).output
-    bad = runner.invoke(app, ["approve", "not-a-uuid", "--approver", "alice"])
+    bad = runner.invoke(app, ["approve", "not-a-uuid", "--approver", "alice", "--token", "sgt_x"])
     assert bad.exit_code == 2 and "not a flow run id" in bad.output

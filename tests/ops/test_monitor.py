@@ -125,7 +125,17 @@ def test_monitor_stops_when_the_approver_answers(
     assert (looks["outcome"] == "PASS").all()
     flow_run = rows[0]["flow_run_id"] or _paused_flow_run(stack, promo)
     done = subprocess.run(
-        [*CLI, "approve", flow_run, "--approver", "alice", "--reason", "guardrails green"],
+        [
+            *CLI,
+            "approve",
+            flow_run,
+            "--approver",
+            "alice",
+            "--token",
+            promo.tokens["alice"],
+            "--reason",
+            "ok",
+        ],
         env=promo.env,
         capture_output=True,
         text=True,
