@@ -84,10 +84,12 @@ def mean_effect(candidate: np.ndarray, champion: np.ndarray, *, scale: Scale) ->
     """Effect on a per-user mean metric. Raises ValueError on empty/NaN/constant input or a zero baseline."""
     y = _finite(candidate, "candidate", 2)
     x = _finite(champion, "champion", 2)
-    var_c, var_0 = y.var(ddof=1), x.var(ddof=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused by _effect, by name
+        var_c, var_0 = y.var(ddof=1), x.var(ddof=1)
+        mean_c, mean_0 = float(y.mean()), float(x.mean())
     if var_c == 0.0 and var_0 == 0.0:
         raise ValueError(f"zero variance: every user has the same value ({y[0]:g} vs {x[0]:g})")
-    return _effect(float(y.mean()), var_c / y.size, float(x.mean()), var_0 / x.size, y.size, x.size, scale)
+    return _effect(mean_c, var_c / y.size, mean_0, var_0 / x.size, y.size, x.size, scale)
 
 
 def ratio_effect(
@@ -111,7 +113,13 @@ def _effect(mc: float, vc: float, m0: float, v0: float, nc: int, n0: int, scale:
         raise ValueError("the champion's mean is zero, so a relative change is undefined")
     if scale == "log" and (mc <= 0.0 or m0 <= 0.0):
         raise ValueError(f"a log ratio needs positive means, got candidate {mc:g} and champion {m0:g}")
-    est, var = combine_arms(mc, vc, m0, v0, scale=scale)
+    with np.errstate(over="ignore"):
+        est, var = combine_arms(mc, vc, m0, v0, scale=scale)
+    if not (np.isfinite(est) and np.isfinite(var)):  # finite values whose squares overflow float64
+        raise ValueError(
+            f"the effect or its variance overflows float64 (means {mc:g} and {m0:g}, variances of the means "
+            f"{vc:g} and {v0:g}): rescale the metric"
+        )
     return EffectEstimate(float(est), float(var), mc, m0, nc, n0, scale)
 
 

@@ -101,6 +101,8 @@ def _check(counts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"configured weights must be positive, got {w.tolist()}")
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise ValueError("user counts must be finite and non-negative")
+    if np.any(counts != np.floor(counts)):  # a count of 0.5 users is a bug upstream, not a sample
+        raise ValueError(f"user counts must be whole numbers, got {counts[-1].tolist()}")
     if counts[-1].sum() <= 0:
         raise ValueError("no users in any arm")
     return counts, w / w.sum()

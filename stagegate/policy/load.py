@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stagegate.plugins import UnknownGateType, build_gate
-from stagegate.policy.gates import effective_specs, split_spec, stage_problems
+from stagegate.policy.gates import MARGIN_FIELD, effective_specs, split_spec, stage_problems
 from stagegate.policy.schema import Policy
 from stagegate.problems import Problem, ProblemsError, field_path, read_yaml
 
@@ -56,7 +56,9 @@ def parse_policy(data: Any, file: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(_pydantic_problems(file, exc)) from None
+        # The schema's problems, and those of every gate entry checked on its own, in one report: a bad
+        # step weight must not hide an unknown gate type further down the same file.
+        raise PolicyError([*_pydantic_problems(file, exc), *_raw_gate_problems(file, data)]) from None
     problems: list[Problem] = []
     for stage, config in policy.stages.configured():
         problems.extend(_gate_problems(file, stage, config))
@@ -74,6 +76,9 @@ def _gate_problems(file: str, stage: str, config: Any) -> list[Problem]:
     on the spec the flow will run (margins and the decision rule's levels written in)."""
     problems = []
     for index, spec in enumerate(config.gates):
+        if (problem := _type_problem(file, f"stages.{stage}.gates[{index}]", spec)) is not None:
+            problems.append(problem)
+            continue
         try:
             split_spec(spec)
         except ValidationError as exc:
@@ -101,6 +106,47 @@ def _gate_problems(file: str, stage: str, config: Any) -> list[Problem]:
             else:
                 continue
             break  # the twin repeats the spec's problems
+    return problems
+
+
+def _type_problem(file: str, where: str, spec: dict[str, Any]) -> Problem | None:
+    """A gate entry must name its type, as a string, before anything else about it can be checked."""
+    kind = spec.get("type")
+    if isinstance(kind, str) and kind:
+        return None
+    got = "nothing" if kind is None else f"{type(kind).__name__} {kind!r}"
+    return Problem(file, f"{where}.type", f"every gate needs a type, the name of a gate type; got {got}")
+
+
+def _raw_gate_problems(file: str, data: dict[str, Any]) -> list[Problem]:
+    """Each gate entry of unvalidated policy data, built on its own (type, the type's schema, the
+    pipeline's fields): what :func:`_gate_problems` reports once the rest of the policy validates."""
+    problems: list[Problem] = []
+    stages = data.get("stages")
+    if not isinstance(stages, dict):
+        return problems
+    for stage, config in stages.items():
+        gates = config.get("gates") if isinstance(config, dict) else None
+        if not isinstance(gates, list):
+            continue  # the schema's report says what is wrong with the list itself
+        for index, spec in enumerate(gates):
+            where = f"stages.{stage}.gates[{index}]"
+            if not isinstance(spec, dict):
+                continue  # reported by the schema
+            if (problem := _type_problem(file, where, spec)) is not None:
+                problems.append(problem)
+                continue
+            try:
+                settings, own = split_spec(spec)
+                if settings.margin is not None and own.get("type") in MARGIN_FIELD:
+                    own = {**own, MARGIN_FIELD[own["type"]]: settings.margin}
+                build_gate(own)
+            except UnknownGateType as exc:
+                problems.append(Problem(file, f"{where}.type", str(exc)))
+            except ValidationError as exc:
+                problems.extend(_pydantic_problems(file, exc, prefix=where))
+            except (TypeError, ValueError) as exc:
+                problems.append(Problem(file, where, str(exc)))
     return problems
 
 
