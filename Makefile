@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/stagegate demo
 
 test: install browser-deps integration-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # both cores; a file's tests stay on one worker (module fixtures)
 
 # The browser tests drive Debian's chromium through Playwright's executable path (no browser download).
 browser-deps:
