@@ -22,3 +22,29 @@ def test_prefect_yaml_and_python_agree() -> None:
     for name, entrypoint in ENTRYPOINTS.items():
         path, func = entrypoint.split(":")
         assert f"def {func}(" in (REPO / path).read_text(), (name, entrypoint)
+
+
+def test_reconcile_runs_on_a_schedule_and_on_crashed_or_failed_promote_runs() -> None:
+    from flows.deployments import RECONCILE_EVERY, WATCHED_FLOWS
+
+    declared = {
+        d["name"]: d for d in yaml.safe_load((REPO / "infra" / "prefect.yaml").read_text())["deployments"]
+    }
+    reconcile = declared["reconcile"]
+    assert reconcile["schedules"] == [{"interval": RECONCILE_EVERY}]
+    [trigger] = reconcile["triggers"]
+    assert set(trigger["expect"]) == {"prefect.flow-run.Crashed", "prefect.flow-run.Failed"}
+    assert trigger["match_related"] == {
+        "prefect.resource.role": "flow",
+        "prefect.resource.name": WATCHED_FLOWS,
+    }
+    built = {d.name: d for d in deployments()}["reconcile"]
+    [python_trigger] = built.triggers
+    assert python_trigger.expect == set(trigger["expect"])
+    assert (
+        python_trigger.parameters == trigger["parameters"] == {"crashed_flow_run": "{{ event.resource.id }}"}
+    )
+    assert built.schedules[0].schedule.interval.total_seconds() == RECONCILE_EVERY
+    # the flows it watches are named so
+    for path, name in (("flows/promote.py", "promote"), ("flows/resume.py", "resume-promotion")):
+        assert f'@flow(name="{name}"' in (REPO / path).read_text()
