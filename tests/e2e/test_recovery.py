@@ -168,22 +168,7 @@ def test_promote_killed_mid_canary_is_recovered_by_reconcile(workspace: dict, tm
     assert store.promotions(MODEL, open_only=True) == []  # the model is free for the next promotion
 
 
-@pytest.mark.parametrize(
-    "sig",
-    [
-        pytest.param(
-            signal.SIGINT,
-            marks=pytest.mark.xfail(
-                reason="known defect, not fixed: a Ctrl-C that lands inside an MLflow write can leave the "
-                "SQLite store locked, and the in-process rollback's registry calls then outlast the 60 s the "
-                "test allows (seen once in CI; benchmarks/interrupt_locks.py); traffic is still moved first",
-                strict=False,
-            ),
-        ),
-        signal.SIGTERM,
-    ],
-    ids=["SIGINT", "SIGTERM"],
-)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_sigint_or_sigterm_mid_canary_ends_the_promotion_safely_within_seconds(
     workspace: dict, tmp_path: Path, sig: int
 ) -> None:
@@ -201,11 +186,27 @@ def test_sigint_or_sigterm_mid_canary_ends_the_promotion_safely_within_seconds(
     log = tmp_path / "promote.log"
     store = _promote_then_kill_in_canary(workspace, policy, log, lambda row: True, sig=sig)
     output = log.read_text()
+    if store.exit == -signal.SIGABRT:  # hung past 60 s: the log holds every thread's stack
+        pytest.xfail(
+            "known defect, seen once in CI before the rollback's calls were bounded: the interrupted process "
+            f"did not end within 60 s; its threads' stacks: {output[-6000:]}"
+        )
     # 128 + n, or ended by the signal itself (Prefect re-raises SIGTERM): what a shell reports as 130 or 143
     assert store.exit in (128 + sig, -sig), (store.exit, output[-3000:])
     assert store.ended_in < 30, (store.ended_in, output[-3000:])
     [row] = store.promotions(MODEL)
-    assert row["state"] == "rolled_back" and "interrupted" in row["reason"], (row["reason"], output[-3000:])
+    if row["state"] == "rolled_back_pending":
+        # The documented hand-over: an MLflow write the signal cut short kept the registry locked until the
+        # process ended (benchmarks/interrupt_locks.py), so the process moved traffic, recorded the pending
+        # rollback and left the registry to the reconciler; the process is gone now, so reconcile finishes.
+        assert _state(workspace["root"])["split"].is_all_champion
+        from stagegate.cli import app
+
+        finished = CliRunner().invoke(app, ["reconcile"])
+        assert finished.exit_code == 0, finished.output
+        [row] = store.promotions(MODEL)
+    said = " ".join(t["reason"] or "" for t in store.transitions(row["id"]))
+    assert row["state"] == "rolled_back" and "interrupted by" in said, (row["reason"], output[-3000:])
     state = _state(workspace["root"])
     assert state["split"].champion == champion and state["split"].is_all_champion
     assert state["aliases"] == {"champion": champion, "candidate": None, "previous": None}
