@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 UV     := $(VENV)/bin/uv
 UV_VERSION ?= 0.13.9
 
-.PHONY: install lock demo test lint format bench bench-stats bench-decisions bench-router bench-interrupts clean browser-deps \
+.PHONY: install lock demo test lint format bench bench-stats bench-decisions bench-router bench-interrupts bench-load clean browser-deps \
 	integration-deps
 
 # The versions come from uv.lock (committed): every fresh machine installs the same ones. uv itself is
@@ -57,6 +57,10 @@ bench-decisions: install
 # How often a Ctrl-C in the middle of MLflow writes leaves the store locked (stagegate/rollback.py).
 bench-interrupts: install
 	$(PY) benchmarks/interrupt_locks.py
+
+# 10 promotions of 10 models at once on one Prefect server and worker (minutes; PostgreSQL on 127.0.0.1).
+bench-load: install
+	$(PY) benchmarks/load.py --n 10 --json test-output/bench/load.json
 
 # The router at 200 requests/s for 60 s with shadow on, against the model called directly (docs/router.md).
 bench-router: install
