@@ -18,7 +18,16 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-KINDS = ("paused", "approved", "approval_refused", "rejected", "rolled_back", "promoted", "monitor_breach")
+KINDS = (
+    "paused",
+    "approved",
+    "approval_refused",
+    "rejected",
+    "rolled_back",
+    "promoted",
+    "monitor_breach",
+    "rollback_incomplete",  # traffic or the registry could not be put back and verified: a person must look
+)
 EVENT_PREFIX = "stagegate.promotion."
 AUTOMATION_NAME = "stagegate-notifications"
 BLOCK_NAME = "stagegate-notify"

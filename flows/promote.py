@@ -162,7 +162,20 @@ def roll_back(ctx: PromotionContext, stage: str, reason: str, outcome: str) -> d
     """
     from dataclasses import asdict
 
-    report = _roll_back_with_runtime(ctx, stage, reason, outcome)
+    from stagegate.rollback import RollbackIncomplete
+
+    try:
+        report = _roll_back_with_runtime(ctx, stage, reason, outcome)
+    except RollbackIncomplete as failed:  # retried and still unverified: say so loudly, then fail the run
+        notify(
+            "rollback_incomplete",
+            promotion_id=ctx.promotion_id,
+            model=ctx.model,
+            version=ctx.version,
+            message=f"{failed} (the ledger stays pending; `stagegate reconcile` retries)",
+            problems=failed.report.problems[-5:],
+        )
+        raise
     for problem in report.problems:
         get_run_logger().warning("rollback: %s", problem)
     return asdict(report)
@@ -407,6 +420,13 @@ def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseExceptio
         log.error("promotion %s interrupted by %s: %s", ctx.promotion_id, what, report.outcome)
     except RollbackIncomplete as exc:
         get_run_logger().error("interrupted, and the rollback is incomplete (reconcile finishes it): %s", exc)
+        notify(
+            "rollback_incomplete",
+            promotion_id=ctx.promotion_id,
+            model=ctx.model,
+            version=ctx.version,
+            message=f"interrupted by {what}: {exc} (`stagegate reconcile` finishes it)",
+        )
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
