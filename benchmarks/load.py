@@ -37,37 +37,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "benchmarks" / "load_probe"
 PG = os.environ.get("STAGEGATE_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+sys.path.insert(0, str(REPO))  # for tests/ (the policy below) when run as `python benchmarks/load.py`
 
-STAGES: dict[str, Any] = {  # the end-to-end tests' fast policy (tests/e2e/test_promotion.py)
-    "offline": {"gates": [{"type": "threshold", "metric": "ndcg@10", "min": 0.0}]},
-    "simulation": {
-        "estimator": "dr",
-        "gates": [
-            {
-                "type": "relative",
-                "metric": "revenue_per_user",
-                "min_change": -0.9,
-                "on_inconclusive": "record",
-                "on_error": "record",
-            }
-        ],
-    },
-    "shadow": {
-        "min_requests": 200,
-        "batch_hours": 4,
-        "gates": [{"type": "threshold", "metric": "out_of_stock_share", "max": 0.5}],
-    },
-    "canary": {
-        "steps": [{"weight": 20, "min_users": 20}, {"weight": 50, "min_users": 40}],
-        "batch_hours": 6,
-        "gates": [{"type": "guardrail", "metric": "error_rate", "max": 0.2}],
-    },
-    "rollout": {
-        "bake": "12h",
-        "batch_hours": 6,
-        "gates": [{"type": "guardrail", "metric": "error_rate", "max": 0.2, "on_inconclusive": "record"}],
-    },
-}
+# the end-to-end tests' fast policy: each stage decides within a few simulated hours
+from tests.e2e.test_promotion import FAST_STAGES as STAGES  # noqa: E402
+
 FAILING_CANARY = {
     **STAGES["canary"],
     "gates": [{"type": "threshold", "metric": "revenue_per_user", "max": -1.0, "on_fail": "rollback"}],

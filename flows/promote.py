@@ -167,18 +167,25 @@ def roll_back(ctx: PromotionContext, stage: str, reason: str, outcome: str) -> d
     try:
         report = _roll_back_with_runtime(ctx, stage, reason, outcome)
     except RollbackIncomplete as failed:  # retried and still unverified: say so loudly, then fail the run
-        notify(
-            "rollback_incomplete",
-            promotion_id=ctx.promotion_id,
-            model=ctx.model,
-            version=ctx.version,
-            message=f"{failed} (the ledger stays pending; `stagegate reconcile` retries)",
-            problems=failed.report.problems[-5:],
+        _announce_incomplete(
+            ctx, f"{failed} (the ledger stays pending; `stagegate reconcile` retries)", failed
         )
         raise
     for problem in report.problems:
         get_run_logger().warning("rollback: %s", problem)
     return asdict(report)
+
+
+def _announce_incomplete(ctx: PromotionContext, message: str, failed: Any) -> None:
+    """Announce a rollback that could not be verified (someone must look); never raises."""
+    notify(
+        "rollback_incomplete",
+        promotion_id=ctx.promotion_id,
+        model=ctx.model,
+        version=ctx.version,
+        message=message,
+        problems=failed.report.problems[-5:],
+    )
 
 
 def _roll_back_with_runtime(
@@ -420,13 +427,7 @@ def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseExceptio
         log.error("promotion %s interrupted by %s: %s", ctx.promotion_id, what, report.outcome)
     except RollbackIncomplete as exc:
         get_run_logger().error("interrupted, and the rollback is incomplete (reconcile finishes it): %s", exc)
-        notify(
-            "rollback_incomplete",
-            promotion_id=ctx.promotion_id,
-            model=ctx.model,
-            version=ctx.version,
-            message=f"interrupted by {what}: {exc} (`stagegate reconcile` finishes it)",
-        )
+        _announce_incomplete(ctx, f"interrupted by {what}: {exc} (`stagegate reconcile` finishes it)", exc)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)

@@ -93,20 +93,23 @@ def _gate_problems(file: str, stage: str, config: Any) -> list[Problem]:
     for index, (_, spec, twin) in enumerate(specs):
         where = f"stages.{stage}.gates[{index}]"
         for built in (spec, twin):
-            if built is None:
-                continue
-            try:
-                build_gate(built)
-            except UnknownGateType as exc:
-                problems.append(Problem(file, f"{where}.type", str(exc)))
-            except ValidationError as exc:
-                problems.extend(_pydantic_problems(file, exc, prefix=where))
-            except (TypeError, ValueError) as exc:
-                problems.append(Problem(file, where, str(exc)))
-            else:
-                continue
-            break  # the twin repeats the spec's problems
+            if built is not None and (found := _build_problems(file, where, built)):
+                problems.extend(found)
+                break  # the twin repeats the spec's problems
     return problems
+
+
+def _build_problems(file: str, where: str, spec: dict[str, Any]) -> list[Problem]:
+    """What building the gate of ``spec`` refuses: its type, its type's schema, its own checks."""
+    try:
+        build_gate(spec)
+    except UnknownGateType as exc:
+        return [Problem(file, f"{where}.type", str(exc))]
+    except ValidationError as exc:
+        return _pydantic_problems(file, exc, prefix=where)
+    except (TypeError, ValueError) as exc:
+        return [Problem(file, where, str(exc))]
+    return []
 
 
 def _type_problem(file: str, where: str, spec: dict[str, Any]) -> Problem | None:
@@ -138,15 +141,12 @@ def _raw_gate_problems(file: str, data: dict[str, Any]) -> list[Problem]:
                 continue
             try:
                 settings, own = split_spec(spec)
-                if settings.margin is not None and own.get("type") in MARGIN_FIELD:
-                    own = {**own, MARGIN_FIELD[own["type"]]: settings.margin}
-                build_gate(own)
-            except UnknownGateType as exc:
-                problems.append(Problem(file, f"{where}.type", str(exc)))
             except ValidationError as exc:
                 problems.extend(_pydantic_problems(file, exc, prefix=where))
-            except (TypeError, ValueError) as exc:
-                problems.append(Problem(file, where, str(exc)))
+                continue
+            if settings.margin is not None and own["type"] in MARGIN_FIELD:
+                own = {**own, MARGIN_FIELD[own["type"]]: settings.margin}
+            problems.extend(_build_problems(file, where, own))
     return problems
 
 
