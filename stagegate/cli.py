@@ -84,6 +84,14 @@ def policy_validate(files: list[Path] = typer.Argument(..., help="policy YAML fi
     _validate_files(files, load_policy, describe)
 
 
+@policy_app.command("reference")
+def policy_reference() -> None:
+    """Print every policy field (type, default, constraints, meaning) as markdown: docs/policies.md."""
+    from stagegate.policy.reference import policy_reference as generate
+
+    typer.echo(generate(), nl=False)
+
+
 def _validate_files(files: list[Path], load: Callable[[Path], Any], describe: Callable[[Any], str]) -> None:
     """``file: ok (...)`` per good file; every problem of a bad one (file, field, reason); exit 2 if any."""
     from stagegate.problems import ProblemsError

@@ -26,9 +26,13 @@ class _Strict(BaseModel):
 class Approvals(_Strict):
     """Who may approve, and what happens when nobody answers in time (default: reject)."""
 
-    approvers: list[str] = Field(min_length=1)
-    timeout: Duration = timedelta(hours=24)
-    on_timeout: Literal["reject"] = "reject"
+    approvers: list[str] = Field(
+        min_length=1, description="who may answer, by name; each needs a token (`stagegate approvers add`)"
+    )
+    timeout: Duration = Field(
+        default=timedelta(hours=24), description="how long the flow waits for an answer"
+    )
+    on_timeout: Literal["reject"] = Field(default="reject", description="no answer in time is a rejection")
 
 
 class DecisionRule(_Strict):
@@ -43,26 +47,34 @@ class DecisionRule(_Strict):
     harmful proven, ``ramp`` to the next step or ``hold`` for a human.
     """
 
-    rule: Literal["risk_aware", "any_harm"] = "any_harm"
+    rule: Literal["risk_aware", "any_harm"] = Field(
+        default="any_harm", description="the decision rule (above)"
+    )
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="false-success budget of the decision")
     power: float = Field(default=0.8, gt=0.5, lt=1.0, description="power of the decision at no harm")
-    between_steps: Literal["ramp", "hold"] = "ramp"
+    between_steps: Literal["ramp", "hold"] = Field(
+        default="ramp", description="canary, risk_aware: at an earlier step's deadline, ramp on or hold"
+    )
 
 
 class _Stage(_Strict):
     # Each entry is the gate type's own fields plus the pipeline's: role (success | guardrail | quality),
     # margin (a guardrail's non-inferiority margin) and consecutive_error_limit (stagegate.policy.gates).
-    gates: list[dict[str, Any]] = Field(default_factory=list)
-    decision: DecisionRule = Field(default_factory=DecisionRule)
+    gates: list[dict[str, Any]] = Field(default_factory=list, description="the stage's gates (see Gates)")
+    decision: DecisionRule = Field(default_factory=DecisionRule, description="how the verdicts decide")
     # Approval points: the flow pauses for a named approver before this stage starts.
-    approval: Literal["before"] | None = None
+    approval: Literal["before"] | None = Field(
+        default=None, description="`before`: pause for an approver before the stage starts"
+    )
 
 
 class OfflineStage(_Stage):
     expectations: str | None = Field(default=None, description="expectation suite for the evaluation data")
-    k: int = Field(default=10, ge=1, le=100)
-    label: Literal["click", "purchase"] = "click"
-    bootstrap_resamples: int = Field(default=2000, ge=200)
+    k: int = Field(default=10, ge=1, le=100, description="cut-off of the ranking metrics (ndcg@k, recall@k)")
+    label: Literal["click", "purchase"] = Field(default="click", description="what counts as relevant")
+    bootstrap_resamples: int = Field(
+        default=2000, ge=200, description="resamples of the paired bootstrap CIs"
+    )
 
 
 class SimulationStage(_Stage):
@@ -73,7 +85,9 @@ class SimulationStage(_Stage):
     with a stochastic policy, so propensities exist) are added as ``<metric>:<estimator>``, e.g.
     ``revenue_per_user:dr``, for every estimator in ``estimators`` (and ``estimator``)."""
 
-    estimator: Literal["ips", "snips", "dr"] = "snips"
+    estimator: Literal["ips", "snips", "dr"] = Field(
+        default="snips", description="the off-policy estimator whose estimate the gates see unsuffixed"
+    )
     estimators: list[Literal["ips", "snips", "dr", "rips"]] = Field(
         default_factory=lambda: ["ips", "snips", "dr"], description="OPE estimators logged as evidence"
     )
@@ -83,22 +97,26 @@ class SimulationStage(_Stage):
 
 
 class ShadowStage(_Stage):
-    min_requests: int = Field(default=5000, ge=1)
-    max_hours: float = Field(default=48.0, gt=0)
-    batch_hours: float = Field(default=2.0, gt=0)
+    min_requests: int = Field(default=5000, ge=1, description="mirrored requests before the stage may end")
+    max_hours: float = Field(default=48.0, gt=0, description="the stage's deadline")
+    batch_hours: float = Field(default=2.0, gt=0, description="hours between looks")
 
 
 class CanaryStep(_Strict):
     weight: float = Field(gt=0, le=100, description="percent of users on the candidate")
     min_users: int | None = Field(default=None, ge=1, description="candidate users before the step may end")
-    max_hours: float | None = Field(default=None, gt=0)
+    max_hours: float | None = Field(
+        default=None, gt=0, description="this step's deadline (default: the stage's)"
+    )
 
 
 class CanaryStage(_Stage):
-    steps: list[CanaryStep] = Field(min_length=1)
-    batch_hours: float = Field(default=2.0, gt=0)
-    max_hours_per_step: float = Field(default=72.0, gt=0)
-    approval: Literal["before", "before_rollout"] | None = None
+    steps: list[CanaryStep] = Field(min_length=1, description="traffic steps, weights strictly increasing")
+    batch_hours: float = Field(default=2.0, gt=0, description="hours between looks")
+    max_hours_per_step: float = Field(default=72.0, gt=0, description="each step's deadline")
+    approval: Literal["before", "before_rollout"] | None = Field(
+        default=None, description="`before` the canary, or `before_rollout` (after its last step)"
+    )
 
     @model_validator(mode="after")
     def _weights_increase(self) -> CanaryStage:
@@ -109,12 +127,15 @@ class CanaryStage(_Stage):
 
 
 class RolloutStage(_Stage):
-    bake: Duration = timedelta(minutes=10)
+    bake: Duration = Field(default=timedelta(minutes=10), description="how long the new champion is watched")
     holdback: float = Field(default=0.0, ge=0.0, lt=0.5, description="share kept on the old champion")
-    batch_hours: float = Field(default=2.0, gt=0)
+    batch_hours: float = Field(default=2.0, gt=0, description="hours between looks")
 
 
 class Stages(_Strict):
+    """The stages a candidate goes through, always in this order; a stage left out is skipped, except
+    rollout, which always runs."""
+
     offline: OfflineStage | None = None
     simulation: SimulationStage | None = None
     shadow: ShadowStage | None = None
@@ -131,14 +152,18 @@ class Policy(_Strict):
     baseline: str = Field(default="champion", description="alias of the incumbent")
     # With no incumbent (the very first model), relative gates cannot run. Refusing is the safe default;
     # ``absolute_only`` skips them explicitly and says so in the report.
-    on_missing_baseline: Literal["refuse", "absolute_only"] = "refuse"
-    approvals: Approvals | Literal["auto"] = "auto"
+    on_missing_baseline: Literal["refuse", "absolute_only"] = Field(
+        default="refuse", description="no incumbent: refuse, or skip the comparative gates and say so"
+    )
+    approvals: Approvals | Literal["auto"] = Field(
+        default="auto", description="`auto` (approval points pass at once, recorded) or who may approve"
+    )
     on_crash: Literal["roll_back", "resume"] = Field(
         default="roll_back",
         description="what `stagegate reconcile` does with a promotion whose process died: roll it back "
         "(the safe default), or resume it from the ledger's checkpoint when it has one (a traffic stage)",
     )
-    stages: Stages
+    stages: Stages = Field(description="the stages to run, in pipeline order")
 
     def gate_specs(self) -> list[tuple[str, int, dict[str, Any]]]:
         """(stage, index, spec) for every gate entry, in pipeline order."""
