@@ -27,7 +27,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from prefect import get_run_logger
 from prefect.exceptions import FlowPauseTimeout
@@ -41,14 +41,21 @@ from stagegate.policy.durations import format_duration
 
 
 class ApprovalDecision(RunInput):
-    """The form a release manager fills in the Prefect UI (or `stagegate approve|reject`)."""
+    """The form a release manager fills in the Prefect UI (or `stagegate approve|reject`).
 
-    approve: bool
-    approver: str
-    reason: str = ""
+    The decision is a required choice with no default: a form submitted unchanged is refused by the UI,
+    never read as a rejection (or an approval)."""
+
+    decision: Literal["approve", "reject"] = Field(description="approve: go on; reject: roll back")
+    approver: str = Field(description="your name, as the policy's approvers list it")
     # Proof of identity (stagegate.identity): checked against the ledger's digest, then the answer is
     # deleted from Prefect so that the token does not stay in its database.
-    token: str = Field("", json_schema_extra={"format": "password"})
+    token: str = Field(description="your approver token", json_schema_extra={"format": "password"})
+    reason: str = Field("", description="why (recorded with the answer)")
+
+    @property
+    def approve(self) -> bool:
+        return self.decision == "approve"
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,13 @@ def publish_evidence(ctx: PromotionContext, point: str) -> EvidenceLinks:
     """Build the evidence report, log it to MLflow and publish the Prefect artifact that links to it."""
     from prefect.artifacts import create_markdown_artifact
 
-    from stagegate.evidence_report import build_report, latest_verdicts, log_report, markdown_table
+    from stagegate.evidence_report import (
+        build_report,
+        effect_table,
+        latest_verdicts,
+        log_report,
+        markdown_table,
+    )
 
     rt = runtime()
     key = slug(point)
@@ -130,7 +143,7 @@ def publish_evidence(ctx: PromotionContext, point: str) -> EvidenceLinks:
     summary.append(f"**MLflow:** {where}.")
     if tables:
         last_stage, table = list(tables.items())[-1]
-        summary += ["", f"Latest verdicts ({last_stage}):", "", markdown_table(table[["gate", "outcome"]])]
+        summary += ["", f"Latest verdicts ({last_stage}):", "", markdown_table(effect_table(table))]
     return EvidenceLinks(
         point=point,
         markdown="\n".join(summary),
@@ -310,7 +323,7 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
         f"{'A guardrail monitor watches ' + stage + ' while you decide. ' if monitor else ''}"
         f"Promotion `{ctx.promotion_id}`, MLflow run `{ctx.mlflow_run_id}`."
     )
-    form = ApprovalDecision.with_initial_data(description=description, approve=False, approver="", reason="")
+    form = ApprovalDecision.with_initial_data(description=description)
     deadline = time.monotonic() + approvals.timeout.total_seconds()
     result: ApprovalResult | None = None
     try:
@@ -337,6 +350,11 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
                     message=f"{approver!r} may not answer {point} ({refusal}); still waiting",
                     point=point,
                     approver=approver,
+                )
+                # the next form says so, so that whoever submitted sees why nothing happened
+                form = ApprovalDecision.with_initial_data(
+                    description=f"**Refused: the answer from {approver!r}: {refusal}.** Answer again.\n\n"
+                    + description
                 )
                 continue
             verb = "approved" if answer.approve else "rejected"

@@ -323,7 +323,12 @@ def wake(flow_run_id: str, reason: str) -> bool:
     try:
         resume_flow_run(
             UUID(flow_run_id),
-            run_input={"approve": False, "approver": MONITOR_APPROVER, "reason": reason[:2000]},
+            run_input={
+                "decision": "reject",
+                "approver": MONITOR_APPROVER,
+                "token": "",
+                "reason": reason[:2000],
+            },
         )
         return True
     except (NotPausedError, FlowPauseTimeout, RuntimeError):

@@ -128,7 +128,12 @@ def _answer(
     try:
         resume_flow_run(
             UUID(flow_run_id),
-            run_input={"approve": approve, "approver": approver, "reason": reason, "token": token},
+            run_input={
+                "decision": "approve" if approve else "reject",
+                "approver": approver,
+                "reason": reason,
+                "token": token,
+            },
         )
     except ObjectNotFound:
         typer.secho(f"no flow run {flow_run_id} at {os.environ.get('PREFECT_API_URL')}", err=True, fg="red")

@@ -75,6 +75,26 @@ def latest_verdicts(verdicts: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+def effect_table(latest: pd.DataFrame) -> pd.DataFrame:
+    """A stage's latest verdicts (:func:`latest_verdicts`) as a release manager reads them: gate, outcome,
+    the measured effect (the gate's statistic), its interval, the users it rests on, the looks taken."""
+    frame = latest.reindex(columns=["gate", "outcome", "statistic", "ci_low", "ci_high", "n", "looks"])
+    interval = [
+        "–" if pd.isna(lo) and pd.isna(hi) else f"{_fmt(lo)} to {_fmt(hi)}"
+        for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "gate": frame["gate"],
+            "outcome": frame["outcome"],
+            "effect": frame["statistic"],
+            "interval": interval,
+            "n": frame["n"],
+            "looks": frame["looks"],
+        }
+    )
+
+
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"

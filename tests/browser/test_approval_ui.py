@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,18 @@ def promos(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dic
     return made
 
 
+def choose_decision(page: Any, dialog: Any, decision: str) -> None:
+    """The form's decision: a required choice with no default, Prefect's own select (prefect-design). Its
+    list opens from the keyboard (ArrowDown; a click on it did not open it here): pick, then read back."""
+    control = dialog.locator(".p-select-button__control").first
+    assert control.inner_text().strip() == "", "the decision must start empty (no default)"
+    control.focus()
+    control.press("ArrowDown")
+    page.get_by_text(decision, exact=True).last.click()  # the option in the list that opened
+    page.wait_for_timeout(300)
+    assert control.inner_text().strip() == decision, control.inner_text()
+
+
 def answer_in_ui(
     context: object, stack: RunningStack, run: str, approve: bool, reason: str, name: str, token: str
 ) -> None:
@@ -83,15 +96,19 @@ def answer_in_ui(
         resume.click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("Evidence report").wait_for(timeout=15_000)
-        switch = dialog.get_by_role("switch")
-        if (switch.get_attribute("aria-checked") == "true") != approve:
-            switch.click()
+        page.screenshot(path=str(SHOTS / f"{name}-2-empty-form.png"))
+        # submitted unchanged, the form is refused in the page: nothing is sent, nothing is decided
+        dialog.get_by_role("button", name="Submit").click()
+        page.wait_for_timeout(1500)
+        assert dialog.is_visible(), "an empty approval form was accepted"
+        page.screenshot(path=str(SHOTS / f"{name}-2-empty-form-refused.png"))
+        choose_decision(page, dialog, "approve" if approve else "reject")
         boxes = dialog.locator("textarea")
         boxes.nth(0).fill("release-manager")
-        boxes.nth(1).fill(reason)
-        # the token field: a password input if Prefect honours the schema's format, else the third text box
+        # the token field: a password input if Prefect honours the schema's format, else the second text box
         secret = dialog.locator("input[type=password]")
-        (secret.first if secret.count() else boxes.nth(2)).fill(token)
+        (secret.first if secret.count() else boxes.nth(1)).fill(token)
+        boxes.nth(boxes.count() - 1).fill(reason)
         page.screenshot(path=str(SHOTS / f"{name}-2-form.png"))
         dialog.get_by_role("button", name="Submit").click()
         dialog.wait_for(state="hidden", timeout=15_000)
@@ -99,6 +116,7 @@ def answer_in_ui(
         page.screenshot(path=str(SHOTS / f"{name}-3-submitted.png"))
     except Exception:
         page.screenshot(path=str(SHOTS / f"{name}-failure.png"), full_page=True)
+        (SHOTS / f"{name}-failure.html").write_text(page.content(), encoding="utf-8")
         raise
     finally:
         page.close()

@@ -62,6 +62,26 @@ def _approval_records(promo: Promo, run_id: str) -> list[dict]:
     return [json.loads(Path(client.download_artifacts(run_id, f)).read_text()) for f in sorted(files)]
 
 
+def _form_description(stack: RunningStack, run: str, timeout: float = 20.0) -> str:
+    """The description of the approval form the paused run shows now (its latest pause's)."""
+    import time
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline, text = time.monotonic() + timeout, ""
+    with temporary_settings({PREFECT_API_URL: stack.api}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            keys = client.filter_flow_run_input(UUID(run), key_prefix="paused", limit=100, exclude_keys=set())
+            described = sorted((i for i in keys if i.key.endswith("-description")), key=lambda i: i.created)
+            text = json.loads(described[-1].value) if described else ""
+            if "Refused" in text:
+                return text
+            time.sleep(0.5)
+    return text
+
+
 def test_refused_approver_then_approval_from_the_shell(
     stack: RunningStack, promos: dict[str, Promo], receiver: Receiver
 ) -> None:
@@ -74,6 +94,8 @@ def test_refused_approver_then_approval_from_the_shell(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "refused" in refused.stdout and "not on the policy's approver list" in refused.stderr
     assert paused_run(stack, promo, timeout=20) == run  # still waiting
+    # the form shown now says why: whoever submitted sees the refusal in the UI
+    assert "Refused: the answer from 'mallory': not on the approver list" in _form_description(stack, run)
 
     # alice's name with another approver's token proves nothing
     impostor = cli(promo, "approve", run, "--approver", "alice", "--token", promo.tokens["release-manager"])

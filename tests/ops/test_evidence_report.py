@@ -87,3 +87,22 @@ def test_log_report_to_mlflow(store: EventStore, tmp_path: Path) -> None:
     assert set(paths) == listed
     assert "evidence/before-rollout/traffic-ramp.png" in listed
     assert "evidence/before-rollout/report.html" in listed
+
+
+def test_the_approval_form_table_shows_each_gates_effect_interval_and_n(store: EventStore) -> None:
+    from stagegate.evidence_report import effect_table, latest_verdicts, markdown_table
+
+    pid = fake_promotion(store)
+    verdicts = store.verdicts(pid)
+    latest = latest_verdicts(verdicts)["canary"]
+    table = effect_table(latest)
+    assert list(table.columns) == ["gate", "outcome", "effect", "interval", "n", "looks"]
+    md = markdown_table(table)
+    assert " to " in md  # at least one gate measured an interval
+    last = verdicts[verdicts["stage"] == "canary"].groupby("gate").tail(1).set_index("gate")
+    for gate, row in last.iterrows():
+        line = next(x for x in md.splitlines() if x.startswith(f"| {gate} |"))
+        if row["ci_low"] == row["ci_low"]:  # an interval was measured: the form shows it
+            assert f"{row['ci_low']:.4g} to" in line, line
+        if row["n"] == row["n"] and row["n"] is not None:
+            assert f"| {float(row['n']):.4g} |" in line or f"| {int(row['n'])} |" in line, line
