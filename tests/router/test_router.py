@@ -179,11 +179,14 @@ def test_shadow_overload_drops_and_counts_without_delay(running: RunningRouter) 
 
         with httpx.Client(base_url=running.url) as httpx_client, ThreadPoolExecutor(4) as pool:
             results = list(pool.map(one, range(40)))
-        for elapsed, body in results:
+        for _, body in results:
             assert body["arm"] == "champion" and body["item_ids"] == LOW and not body["fallback"]
-            # a response that waited for the 0.25 s shadow call would show it
-            assert elapsed < 0.2, elapsed
-        assert sorted(e for e, _ in results)[len(results) // 2] < baseline + 0.05
+        # A response that waited for its 0.25 s shadow call would show it. A router that awaited its mirrors
+        # would also never fill the queue (nothing dropped, below) and shift the median. A few responses
+        # may be slow for another reason: the suite's other worker shares the two cores.
+        elapsed = sorted(e for e, _ in results)
+        assert sum(e >= 0.2 for e in elapsed) <= len(elapsed) // 10, elapsed
+        assert elapsed[len(elapsed) // 2] < baseline + 0.05
         # every mirror is either dropped or answered (here: timed out) by the shadow workers
         deadline = time.monotonic() + 10
         while True:
