@@ -363,6 +363,8 @@ def _run_stage(
             except (
                 Exception
             ) as exc:  # fail closed: a stage that cannot finish never leaves traffic half-moved
+                if (stop := interrupt_behind(exc)) is not None:
+                    raise stop from exc  # a signal that Prefect's own crash handling turned into an error
                 logger.exception("stage %s failed", stage)
                 outcome = StageOutcome(stage, Decision.ROLLBACK, f"{stage} failed with an error: {exc!r}")
             outcomes.append(outcome)
@@ -390,6 +392,21 @@ def _run_stage(
 #: What ends this process mid-promotion: Ctrl-C (KeyboardInterrupt), SIGTERM (the flow engine turns it into
 #: TerminationSignal), an exit requested by code that runs inside the flow (SystemExit).
 INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, TerminationSignal)
+
+
+def interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The SIGINT/SIGTERM an error was raised while handling, if any. Prefect's task engine can meet a
+    signal while it creates a task run, and its crash handler then raises ``ValueError('Task run is not
+    set')`` in place of the signal (seen with Prefect 3.9 in CI); the promotion must still end as
+    interrupted (rolled back, exit 130/143), not as a stage that failed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, INTERRUPTS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseException) -> None:
