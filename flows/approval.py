@@ -8,11 +8,11 @@ At an approval point the flow, in this order:
 2. records ``awaiting_approval`` in the ledger, starts the guardrail monitor on the stage that carries
    traffic (flows.monitor, started by flows.monitor_control: a separate flow run, because a paused flow
    cannot act) and announces the pause;
-3. pauses with the form (approve, approver, reason, token). Only approvers listed in the policy whose
+3. pauses with the form (decision, approver, token, reason). Only approvers listed in the policy whose
    token matches (stagegate.identity) are accepted, and the answer is deleted from Prefect once read;
-   anyone else is refused, the attempt is recorded (ledger, MLflow, Prefect artifact, announcement) and
-   the flow pauses again for the time that is left. No valid answer before the policy's
-   timeout is a rejection;
+   anyone else is refused, the attempt is recorded (ledger, MLflow, Prefect artifact, announcement), and
+   the flow pauses again, for the time that is left, with a form that says why. No valid answer before
+   the policy's timeout is a rejection;
 4. records the answer (who, when, why, and the digest and location of the evidence they saw) in the
    ledger, in MLflow (tags and ``approvals/*.json``) and as a Prefect artifact ``approval-<point>``;
 5. stops the monitor and waits for it to end before anything else moves. If the monitor rolled back while

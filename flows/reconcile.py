@@ -22,7 +22,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-DEPLOYMENT = "reconcile/reconcile"
 WORKSPACE_VARIABLES = (
     "STAGEGATE_HOME",
     "STAGEGATE_MLFLOW_URI",
@@ -44,17 +43,12 @@ def workspace_of(flow_run_id: str) -> dict[str, str]:
     return {k: str(v) for k, v in env.items() if k in WORKSPACE_VARIABLES and v}
 
 
-def _resume(promotion_id: str) -> str:
-    from flows.resume import resume_promotion
-
-    return resume_promotion(promotion_id=promotion_id).outcome
-
-
 @flow(name="reconcile", log_prints=True)
 def reconcile_flow(model: str | None = None, crashed_flow_run: str | None = None) -> list[str]:
     """Close the abandoned promotions of ``model`` (default: every model); with ``crashed_flow_run`` (set
     by the automation), in the workspace that flow run used. Returns one line per promotion acted on."""
     from flows.context import runtime
+    from flows.resume import resume_outcome
     from stagegate.reconcile import reconcile
 
     logger = get_run_logger()
@@ -67,7 +61,7 @@ def reconcile_flow(model: str | None = None, crashed_flow_run: str | None = None
         )
         os.environ.update(found)
         runtime.cache_clear()  # the workspace may have changed: build the ports anew
-    results = reconcile(runtime(), model, resume=_resume)
+    results = reconcile(runtime(), model, resume=resume_outcome)
     lines = [result.line() for result in results]
     for line in lines:
         logger.info("reconcile: %s", line)

@@ -104,3 +104,9 @@ def resume_promotion(promotion_id: str) -> PromotionResult:
     """Continue promotion ``promotion_id`` from its ledger checkpoint (see the module docstring)."""
     ctx, checkpoint = reopen_promotion(promotion_id)
     return run_promotion(ctx, checkpoint)
+
+
+def resume_outcome(promotion_id: str) -> str:
+    """Resume a promotion in this process and return its outcome: the ``resume`` that
+    stagegate.reconcile.reconcile calls for ``on_crash: resume`` (from the CLI and the reconcile flow)."""
+    return resume_promotion(promotion_id=promotion_id).outcome

@@ -271,19 +271,13 @@ def reconcile(
         raise typer.Exit(1)
 
 
-def _resume(promotion_id: str) -> str:
-    """Resume a promotion from the ledger in this process (reconcile's ``on_crash: resume``); its outcome."""
-    from flows.resume import resume_promotion
-
-    return resume_promotion(promotion_id=promotion_id).outcome
-
-
 def _reconcile(model: str | None, quiet: bool) -> list:
+    from flows.resume import resume_outcome
     from stagegate.reconcile import reconcile as reconcile_ledger
     from stagegate.runtime import Runtime
 
     try:
-        results = reconcile_ledger(Runtime.from_env(), model, resume=_resume)
+        results = reconcile_ledger(Runtime.from_env(), model, resume=resume_outcome)
     except Exception as exc:  # a store that is down: status still shows what it can read
         typer.secho(f"reconcile: could not run (run it again when it is back): {exc!r}", err=True, fg="red")
         if not quiet:

@@ -12,15 +12,9 @@ import json
 
 import typer
 
+from stagegate.cli_promotions import _events, _fail
+
 approvers_app = typer.Typer(help="Approvers' tokens: add (issue or rotate), list, revoke.")
-
-BAD_INPUT = 2
-
-
-def _events():
-    from stagegate.runtime import Runtime
-
-    return Runtime.from_env().events
 
 
 @approvers_app.command("add")
@@ -31,8 +25,7 @@ def add(name: str = typer.Argument(..., help="the approver's name, as the policy
     try:
         token = issue_token(_events(), name)
     except ValueError as exc:
-        typer.secho(str(exc), err=True, fg=typer.colors.RED)
-        raise typer.Exit(BAD_INPUT) from None
+        raise _fail(str(exc)) from None
     typer.echo(token)
     typer.secho(
         f"token for {name.strip()!r}: shown once; the ledger keeps only its digest. Any earlier token of "
@@ -66,6 +59,5 @@ def revoke(name: str = typer.Argument(..., help="the approver whose token stops 
     try:
         revoke_token(_events(), name)
     except UnknownApprover as exc:
-        typer.secho(exc.args[0], err=True, fg=typer.colors.RED)
-        raise typer.Exit(BAD_INPUT) from None
+        raise _fail(exc.args[0]) from None
     typer.echo(f"revoked the token of {name!r}")

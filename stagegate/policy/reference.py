@@ -150,13 +150,8 @@ def policy_reference() -> str:
     pipeline += [
         f"| `{f}` | {t} | {d.format(limit=DEFAULT_ERROR_LIMIT)} | {m} |" for f, t, d, m in PIPELINE_FIELDS
     ]
-    sections += [
-        "## Gates",
-        GATES_INTRO,
-        "### Fields of every gate entry, taken by the pipeline",
-        *pipeline[:1],
-    ]
-    sections[-1] = "\n".join(pipeline)
+    sections += ["## Gates", GATES_INTRO, "### Fields of every gate entry, taken by the pipeline"]
+    sections.append("\n".join(pipeline))
     sections += ["### Fields of every gate type", _doc(GateConfig), field_table(GateConfig)]
     for type_name in gate_types():
         cls = gate_class(type_name)
