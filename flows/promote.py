@@ -30,12 +30,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel
 
 from flows.approval import ApprovalResult, publish_final_evidence, wait_for_approval
 from flows.context import TRAFFIC_STAGES, PromotionContext, check_metric_source, ports_for, runtime
 from flows.gating import StageOutcome
+from flows.interrupts import interrupt_behind
 from flows.notify import notify
 from flows.stages.canary import canary_stage
 from flows.stages.offline import offline_stage
@@ -289,9 +289,13 @@ def _drive(ctx: PromotionContext, start: Mapping[str, Any] | None = None) -> Pro
                 if not answer.approved:
                     final, reason = _not_approved(answer, stage, "approval before rollout refused")
                     break
-    except INTERRUPTS as stop:  # Ctrl-C or a supervisor's stop: the champion serves before this process ends
+    except BaseException as exc:  # Ctrl-C or a supervisor's stop: the champion serves before this process ends
+        if (stop := interrupt_behind(exc)) is None:
+            raise
         _roll_back_interrupted(ctx, last_stage or "registered", stop)
-        raise
+        if stop is exc:
+            raise
+        raise stop from None  # a signal Prefect's task engine reported as an error (flows.interrupts)
 
     # The guardrail monitor may have rolled back while the flow waited for approval: then only close records.
     ledger_closed = True
@@ -387,26 +391,6 @@ def _run_stage(
             return None  # a stage that looks once: the approval is its advance
         logger.info("%s: hold approved, resuming where it held", stage)
         resume = outcome.resume
-
-
-#: What ends this process mid-promotion: Ctrl-C (KeyboardInterrupt), SIGTERM (the flow engine turns it into
-#: TerminationSignal), an exit requested by code that runs inside the flow (SystemExit).
-INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, TerminationSignal)
-
-
-def interrupt_behind(exc: BaseException) -> BaseException | None:
-    """The SIGINT/SIGTERM an error was raised while handling, if any. Prefect's task engine can meet a
-    signal while it creates a task run, and its crash handler then raises ``ValueError('Task run is not
-    set')`` in place of the signal (seen with Prefect 3.9 in CI); the promotion must still end as
-    interrupted (rolled back, exit 130/143), not as a stage that failed."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, INTERRUPTS):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _roll_back_interrupted(ctx: PromotionContext, stage: str, stop: BaseException) -> None:

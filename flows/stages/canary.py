@@ -25,6 +25,7 @@ from prefect import flow
 
 from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome, stage_gates
+from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from flows.stages.looks import run_stage_looks
 from flows.stages.runner import Plan, ResumeLater, Step
@@ -51,6 +52,7 @@ def canary_plan(promotion_id: str, config: CanaryStage, min_users_scale: float =
 
 
 @flow(name="canary")
+@surface_interrupts
 def canary_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:
     rt = runtime()
     tracker, run_id = bookkeeping.begin(ctx, "canary", resumed=resume is not None)

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 
 from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome
+from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from stagegate.decision import Decision
 from stagegate.evidence import CANDIDATE, Evidence
@@ -17,6 +18,7 @@ from stagegate.policy.load import resolve_relative
 
 
 @flow(name="offline", log_prints=True)
+@surface_interrupts
 def offline_stage(ctx: PromotionContext) -> StageOutcome:
     from stagegate.evaluation.expectations import validate_holdout
     from stagegate.evaluation.logs import batch_from_table

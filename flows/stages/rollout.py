@@ -14,6 +14,7 @@ from prefect import flow
 
 from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome, stage_gates
+from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from flows.stages.looks import run_stage_looks
 from flows.stages.runner import Plan, ResumeLater, Step
@@ -34,6 +35,7 @@ def rollout_plan(ctx: PromotionContext) -> Plan:
 
 
 @flow(name="rollout")
+@surface_interrupts
 def rollout_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:
     rt = runtime()
     config = ctx.policy.stages.rollout

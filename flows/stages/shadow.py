@@ -13,6 +13,7 @@ from prefect import flow
 
 from flows.context import PromotionContext
 from flows.gating import StageOutcome, stage_gates
+from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from flows.stages.looks import run_stage_looks
 from flows.stages.runner import Plan, ResumeLater, Step
@@ -42,6 +43,7 @@ def shadow_plan(promotion_id: str, config: ShadowStage) -> Plan:
 
 
 @flow(name="shadow")
+@surface_interrupts
 def shadow_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:
     tracker, run_id = bookkeeping.begin(ctx, "shadow", resumed=resume is not None)
 

@@ -29,6 +29,7 @@ from prefect import flow
 
 from flows.context import PromotionContext, runtime
 from flows.gating import StageOutcome
+from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from stagegate.evidence import CANDIDATE, CHAMPION, ArmSample, Evidence
 from stagegate.logs import ServedBatch
@@ -143,6 +144,7 @@ def _scalar_metrics(records: dict[str, Any]) -> dict[str, float]:
 
 
 @flow(name="simulation")
+@surface_interrupts
 def simulation_stage(ctx: PromotionContext) -> StageOutcome:
     rt = runtime()
     config = ctx.policy.stages.simulation

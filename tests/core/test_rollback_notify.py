@@ -43,27 +43,3 @@ def test_an_unverified_rollback_is_announced_then_raised(monkeypatch: pytest.Mon
         receiver.close()
     assert sent["promotion_id"] == "p-1" and "not verified" in sent["message"]
     assert sent["problems"] == ["round 3: registry down"]
-
-
-def test_an_error_raised_while_handling_a_signal_is_the_signal() -> None:
-    """Prefect's task engine can turn a SIGTERM met while it creates a task run into
-    ValueError('Task run is not set'): the flow still treats it as the interruption (flows.promote)."""
-    from prefect.exceptions import TerminationSignal
-
-    def crash_handler_error() -> BaseException:
-        try:
-            try:
-                raise TerminationSignal(signal=15)
-            except TerminationSignal:
-                raise ValueError("Task run is not set") from None
-        except ValueError as exc:
-            return exc
-
-    error = crash_handler_error()
-    assert error.__cause__ is None and isinstance(error.__context__, TerminationSignal)
-    assert isinstance(promote_module.interrupt_behind(error), TerminationSignal)
-    assert promote_module.interrupt_behind(ValueError("a plain failure")) is None
-    try:
-        raise RuntimeError("stage failed") from KeyboardInterrupt()
-    except RuntimeError as exc:
-        assert isinstance(promote_module.interrupt_behind(exc), KeyboardInterrupt)
