@@ -8,15 +8,17 @@ text and never run) and keeps screenshots of the page and of each figure in
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stagegate.events.store import EventStore
 from stagegate.evidence_report import build_report
 from stagegate.verdict import Outcome, Verdict
 from tests.browser.chromium import chromium
-from tests.ops.servers import OUTPUT
+from tests.ops.servers import OUTPUT, RunningStack
 from tests.ops.synthetic import served, write_events
 
 SHOTS = OUTPUT / "evidence-report"
@@ -39,7 +41,7 @@ POLICY = {
 }
 
 
-def realistic_promotion(store: EventStore) -> str:
+def realistic_promotion(store: EventStore, version: str = "7") -> str:
     """Shadow, a 20% and a 50% canary step of four looks each, rollout; confidence sequences that shrink
     like 1/sqrt(users), the first purchases look at +-450% (a handful of buyers)."""
     pid = store.open_promotion(
@@ -47,7 +49,7 @@ def realistic_promotion(store: EventStore) -> str:
         version="7",
         policy_path="policies/demo.yaml",
         policy=POLICY,
-        champion_version="6",
+        champion_version=str(int(version) - 1),
     )
     write_events(store, served(pid, "shadow", 0, n=600, weight=0, t0=30.0, hours=8, seed=1, shadow=True))
     write_events(store, served(pid, "canary", 1, n=1200, weight=0.2, t0=30.4, hours=48, seed=2))
@@ -104,7 +106,7 @@ def test_the_report_renders_in_chromium_and_is_kept_as_screenshots(tmp_path: Pat
     store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
     report = build_report(store, realistic_promotion(store), title="Evidence final: recsys-ranker v7")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SHOTS.glob("*.png"):
+    for old in [*SHOTS.glob("report-*.png"), *SHOTS.glob("figure-*.png")]:
         old.unlink()
     page_file = SHOTS / "report.html"
     page_file.write_text(report.html, encoding="utf-8")
@@ -144,6 +146,57 @@ def test_the_report_renders_in_chromium_and_is_kept_as_screenshots(tmp_path: Pat
             image.screenshot(path=str(SHOTS / f"figure-{i + 1}-{name}.png"))
         page.locator("h3", has_text="canary step 2").scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "report-segments-step-2.png"))
-    shots = sorted(p.name for p in SHOTS.glob("*.png"))
+    shots = sorted(p.name for p in [*SHOTS.glob("report-*.png"), *SHOTS.glob("figure-*.png")])
     assert len(shots) == 3 + len(report.figures), shots
     assert all((SHOTS / name).stat().st_size > 10_000 for name in shots)
+
+
+@pytest.mark.slow
+def test_the_mlflow_parent_run_shows_the_key_evidence(stack: RunningStack, tmp_path: Path) -> None:
+    """The session stack's MLflow server and UI: two promotions of one model logged as the flow does
+    (parent run, key evidence, outcome, final report); the parent run's page lists the effect metrics
+    (it used to say "No metrics recorded") and the run list can filter on them. Screenshots kept."""
+    from stagegate.evidence_report import log_report
+    from stagegate.tracking import PromotionTracker
+
+    model = f"evidence-ui-{uuid.uuid4().hex[:6]}"
+    tracker = PromotionTracker(stack.mlflow, model)
+    runs: dict[str, str] = {}
+    for version, outcome in (("7", "promoted"), ("8", "rolled_back")):
+        store = EventStore(f"sqlite:///{tmp_path / f'events-{version}.db'}")
+        pid = realistic_promotion(store, version=version)
+        run_id = tracker.start_promotion(
+            model=model, version=version, promotion_id=pid, policy=POLICY, policy_path="policies/demo.yaml"
+        )
+        tracker.log_key_evidence(run_id, store.verdicts(pid))
+        log_report(build_report(store, pid), tracker.client, run_id, "evidence/final")
+        tracker.finish_promotion(run_id, outcome, "test")
+        runs[outcome] = run_id
+    found = tracker.client.search_runs([tracker.experiment_id], filter_string="metrics.promoted = 1")
+    assert [r.info.run_id for r in found] == [runs["promoted"]]
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    base = stack.mlflow.rstrip("/")
+    with chromium(tmp_path / "profile", width=1500, height=1000) as context:
+        page = context.new_page()
+        page.goto(f"{base}/#/experiments/{tracker.experiment_id}/runs/{runs['promoted']}")
+        page.get_by_text("canary.revenue_per_user.effect", exact=True).first.wait_for(timeout=30_000)
+        assert page.get_by_text("No metrics recorded").count() == 0
+        metrics_heading = page.get_by_text(re.compile(r"^Metrics \(\d+\)$")).first
+        metrics_heading.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "mlflow-parent-run.png"))
+        page.get_by_text("canary.revenue_per_user.effect", exact=True).first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "mlflow-parent-run-metrics.png"))
+        # the run list, filtered on the outcome metric: the comparison the metrics are there for
+        page.goto(f"{base}/#/experiments/{tracker.experiment_id}/runs")
+        try:
+            page.get_by_role("link", name=f"promote {model} v8").first.wait_for(timeout=30_000)
+            search = page.get_by_placeholder(re.compile("metrics")).first
+            search.fill("metrics.promoted = 1")
+            search.press("Enter")
+            page.get_by_text(re.compile(r"^1 matching run")).first.wait_for(timeout=30_000)
+            assert page.get_by_role("link", name=f"promote {model} v7").count() >= 1
+        finally:
+            page.wait_for_timeout(1000)  # the run table fills in after its first paint
+            page.screenshot(path=str(SHOTS / "mlflow-run-list.png"))
+    print(f"MLflow screenshots: {sorted(str(p) for p in SHOTS.glob('mlflow-*.png'))}")
