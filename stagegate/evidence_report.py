@@ -433,7 +433,7 @@ def sequential_plot(
         inset = bound - 0.02 * span if marker == "^" else bound + 0.02 * span
         ax.plot([xi], [inset], marker=marker, color="0.2", ms=7, zorder=4, gid=f"clipped-{va}")
         ax.annotate(
-            f"{value:+.0f}{unit}",
+            f"{value:+.3g}{unit}",
             (xi, inset),
             xytext=(5, 0),
             textcoords="offset points",
