@@ -85,3 +85,26 @@ def test_the_parent_run_carries_effects_verdicts_and_outcome(tmp_path: Path) -> 
         [tracker.experiment_id], order_by=["metrics.`canary.revenue_per_user.effect` DESC"]
     )
     assert len(ordered) == 2
+
+
+def test_a_reconciled_promotion_gets_the_same_key_evidence(tmp_path: Path) -> None:
+    """A promotion whose process died is closed by reconcile: its parent run gets the verdicts too."""
+    from types import SimpleNamespace
+
+    from stagegate.reconcile import Reconciled, _finish_run
+
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    tracker = PromotionTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "recsys-ranker", tmp_path / "art")
+    pid = fake_promotion(store)
+    run_id = tracker.start_promotion(
+        model="recsys-ranker", version="2", promotion_id=pid, policy=POLICY, policy_path="p.yaml"
+    )
+    rt = SimpleNamespace(events=store, tracker=lambda model: tracker)
+    row = {"id": pid, "model": "recsys-ranker", "mlflow_run_id": run_id}
+    result = Reconciled(pid, "recsys-ranker", "2", "canary", "rolled_back", "owner died", ledger_closed=True)
+    _finish_run(rt, row, result)
+    run = tracker.client.get_run(run_id)
+    assert run.data.metrics["canary.revenue_per_user.effect"] == pytest.approx(0.01)
+    assert run.data.metrics["promoted"] == 0.0 and run.data.metrics["outcome.rolled_back"] == 1.0
+    assert run.data.tags["stagegate.verdict.canary.guardrail.error_rate"] == "PASS"
+    assert run.data.tags["stagegate.outcome"] == "rolled_back"
