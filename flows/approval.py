@@ -402,7 +402,14 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
 
 
 def publish_final_evidence(ctx: PromotionContext) -> EvidenceLinks | None:
-    """The closing evidence report of a promotion (MLflow ``evidence/final/``, Prefect ``evidence-final``)."""
+    """The closing evidence report of a promotion (MLflow ``evidence/final/``, Prefect ``evidence-final``),
+    and the key effects and verdicts as metrics and tags on the parent run (tracking.key_evidence): the
+    run list in MLflow then compares promotions side by side. Each part is independent of the other."""
+    rt = runtime()
+    try:
+        rt.tracker(ctx.model).log_key_evidence(ctx.mlflow_run_id, rt.events.verdicts(ctx.promotion_id))
+    except Exception as exc:  # bookkeeping: the outcome is recorded already
+        get_run_logger().warning("could not log the key evidence on the MLflow run: %r", exc)
     try:
         return publish_evidence(ctx, "final")
     except Exception as exc:  # the outcome is recorded already; a report that fails must not hide it

@@ -172,6 +172,10 @@ def _finish_run(rt: Any, row: dict[str, Any], result: Reconciled) -> None:
     tracker = getattr(rt, "tracker", None)
     if tracker is None or not row.get("mlflow_run_id") or not result.ledger_closed:
         return
+    try:  # the key effects and verdicts, as a promotion that ended in its flow has them
+        tracker(row["model"]).log_key_evidence(row["mlflow_run_id"], rt.events.verdicts(row["id"]))
+    except Exception as exc:
+        log.warning("could not log the key evidence on MLflow run %s: %r", row["mlflow_run_id"], exc)
     try:
         tracker(row["model"]).finish_promotion(row["mlflow_run_id"], result.outcome, result.reason)
     except Exception as exc:

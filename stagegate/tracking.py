@@ -25,6 +25,69 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", name)
 
 
+def mlflow_key(*parts: str) -> str:
+    """A metric or tag name MLflow accepts, from parts joined by dots (``canary``, ``revenue_per_user``).
+
+    MLflow allows letters, digits, ``_ - . /`` and spaces (and ``:`` outside Windows), at most 250
+    characters, and refuses a name that a path normalisation would change (``a//b``, ``./a``). Gate names
+    hold ``:`` and ``@`` and stages ``/`` (``canary/monitor``): within a part, ``:`` and ``/`` become dots
+    and anything else outside ``[0-9A-Za-z_-]`` an underscore, so names are the same on every platform
+    and the run list can sort and compare them."""
+    cleaned = []
+    for part in parts:
+        text = re.sub(r"[:/]", ".", str(part))
+        text = re.sub(r"[^0-9A-Za-z_.\-]", "_", text)
+        text = re.sub(r"\.{2,}", ".", text).strip(".")
+        if text:
+            cleaned.append(text)
+    return ".".join(cleaned)[:250].rstrip(".") or "_"
+
+
+#: Gate types whose statistic is the candidate's change against the champion (the others' is a level).
+EFFECT_GATES = ("sequential", "relative")
+OUTCOMES = ("promoted", "rolled_back", "rejected", "aborted")
+
+
+def key_evidence(verdicts: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:
+    """The metrics and tags that let MLflow's run list compare promotions, from the ledger's verdicts.
+
+    Per stage and gate, from its latest look: for an effect gate (sequential, relative) named
+    ``type:metric``, ``<stage>.<metric>.effect`` and its interval ``.effect_low`` / ``.effect_high`` (the
+    unit the gate reports: a relative change as a fraction by default); for any other gate
+    ``<stage>.<gate>.statistic`` (and ``.ci_low`` / ``.ci_high`` when measured); ``<stage>.<gate>.looks``.
+    A stage's two effect gates on the same metric fall back to the gate's name, so no value overwrites
+    another. Tags: ``stagegate.verdict.<stage>.<gate>`` = the outcome (PASS, FAIL, INCONCLUSIVE, ERROR).
+    Names go through :func:`mlflow_key`."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    if verdicts.empty:
+        return metrics, tags
+    last = verdicts.groupby(["stage", "gate"], sort=False).tail(1)
+    looks = verdicts.groupby(["stage", "gate"], sort=False).size()
+
+    def effect_metric(gate: str) -> str | None:
+        kind, _, metric = gate.partition(":")
+        return metric if kind in EFFECT_GATES and metric else None
+
+    named = [(row.stage, effect_metric(str(row.gate))) for row in last.itertuples()]
+    taken = pd.Series([n for n in named if n[1] is not None]).value_counts()
+    for row in last.itertuples():
+        stage, gate = str(row.stage), str(row.gate)
+        metric = effect_metric(gate)
+        if metric is not None and taken.get((stage, metric), 0) == 1:
+            names = {"statistic": (stage, metric, "effect"), "ci_low": (stage, metric, "effect_low")}
+            names["ci_high"] = (stage, metric, "effect_high")
+        else:
+            names = {col: (stage, gate, col) for col in ("statistic", "ci_low", "ci_high")}
+        for col, key in names.items():
+            value = getattr(row, col)
+            if value is not None and pd.notna(value) and math.isfinite(float(value)):
+                metrics[mlflow_key(*key)] = float(value)
+        metrics[mlflow_key(stage, gate, "looks")] = float(looks[(row.stage, row.gate)])
+        tags[mlflow_key("stagegate.verdict", stage, gate)] = str(row.outcome)
+    return metrics, tags
+
+
 class PromotionTracker:
     def __init__(self, tracking_uri: str, model: str, artifact_root: Path | None = None) -> None:
         from mlflow import MlflowClient
@@ -97,7 +160,28 @@ class PromotionTracker:
     def log_json(self, run_id: str, data: Any, path: str) -> None:
         self.client.log_text(run_id, json.dumps(data, indent=2, default=str), path)
 
+    def log_key_evidence(self, run_id: str, verdicts: pd.DataFrame) -> None:
+        """The verdicts' key effects (metrics) and outcomes (tags) on the promotion's parent run
+        (:func:`key_evidence`), so promotions can be compared in MLflow's run list, not only opened."""
+        from mlflow.entities import Metric, RunTag
+
+        metrics, tags = key_evidence(verdicts)
+        now = int(time.time() * 1000)
+        batch = [Metric(key, value, now, 0) for key, value in metrics.items()]
+        for i in range(0, len(batch), 1000):  # MLflow's limits per log_batch call
+            self.client.log_batch(run_id, metrics=batch[i : i + 1000])
+        runtags = [RunTag(key, value) for key, value in tags.items()]
+        for i in range(0, len(runtags), 100):
+            self.client.log_batch(run_id, tags=runtags[i : i + 100])
+
     def finish_promotion(self, run_id: str, outcome: str, reason: str) -> None:
+        """The outcome as a tag (``stagegate.outcome``) and as numbers MLflow can sort and average:
+        ``promoted`` 1 or 0 and one ``outcome.<name>`` indicator per known outcome."""
+        numbers = {"promoted": 1.0 if outcome == "promoted" else 0.0}
+        numbers |= {f"outcome.{name}": 1.0 if outcome == name else 0.0 for name in OUTCOMES}
+        if outcome not in OUTCOMES:
+            numbers[mlflow_key("outcome", outcome)] = 1.0
+        self.log_metrics(run_id, numbers)
         self.client.set_tag(run_id, "stagegate.outcome", outcome)
         self.client.set_tag(run_id, "stagegate.reason", reason[:5000])
         self.client.set_terminated(run_id, "FINISHED" if outcome == "promoted" else "FAILED")

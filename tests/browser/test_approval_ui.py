@@ -5,14 +5,13 @@ step are kept in test-output/browser/."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stagegate.cli import NOT_PROMOTED
+from tests.browser.chromium import chromium
 from tests.ops.servers import (
     OUTPUT,
     Promo,
@@ -26,38 +25,14 @@ from tests.ops.servers import (
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("STAGEGATE_CHROMIUM", "/usr/bin/chromium")
-# Debian's chromium headless in a container (platform_facts.md); Playwright adds --headless itself.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = OUTPUT / "browser"
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser-deps` installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000},
-        )
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as context:
         yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from simulator.setup import MODEL
+from stagegate.tracking import mlflow_key
 
 pytestmark = pytest.mark.slow
 
@@ -102,6 +103,19 @@ def test_promotion_to_full_rollout(workspace: dict, tmp_path: Path) -> None:
     for run in children:
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert {"verdicts.json", "policy.json"} <= set(artifacts), artifacts
+    # The parent run carries the key evidence, for MLflow's run list (stagegate.tracking.key_evidence).
+    assert parent.data.metrics["promoted"] == 1.0, parent.data.metrics
+    last = verdicts.groupby(["stage", "gate"]).tail(1)
+    for row in last.itertuples():
+        tag = mlflow_key("stagegate.verdict", row.stage, row.gate)
+        assert parent.data.tags[tag] == row.outcome, (tag, sorted(parent.data.tags))
+        assert parent.data.metrics[mlflow_key(row.stage, row.gate, "looks")] >= 1
+    effect = last[last["gate"] == "relative:revenue_per_user"].iloc[0]  # the simulation stage's gate
+    if effect["statistic"] == effect["statistic"]:
+        assert parent.data.metrics["simulation.revenue_per_user.effect"] == pytest.approx(effect["statistic"])
+    assert "evidence/final/report.html" in {
+        a.path for a in client.list_artifacts(result.mlflow_run_id, "evidence/final")
+    }
 
 
 def test_canary_failure_rolls_back_and_keeps_the_champion(workspace: dict, tmp_path: Path) -> None:
