@@ -91,10 +91,11 @@ def candidates_register(
     from simulator.models.recipe import RecipeError
     from simulator.setup import register_candidate
     from stagegate.runtime import WorkspaceNotReady
+    from stagegate.workspace import StateFileRefused
 
     try:
         version = register_candidate(recipe, model)
-    except (RecipeError, WorkspaceNotReady, FileNotFoundError) as exc:
+    except (RecipeError, WorkspaceNotReady, FileNotFoundError, StateFileRefused) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"registered {model} version {version} from {recipe}")
 

@@ -165,12 +165,14 @@ def promote(
     from stagegate.ports import UnjudgeableGates
     from stagegate.registry import RegistryError
     from stagegate.runtime import Runtime
+    from stagegate.workspace import StateFileRefused
 
     try:  # a bad connections file, a missing secret, gates the metric source cannot feed: bad input too,
         rt = Runtime.from_env()  # refused before Prefect starts
+        rt.check_world_state()  # a world state file someone else wrote: refused before it is unpickled
         check_metric_source(rt, parsed)
         rt.registry.get_version(model, version)
-    except (RegistryError, ConnectionsError, UnjudgeableGates) as exc:
+    except (RegistryError, ConnectionsError, UnjudgeableGates, StateFileRefused) as exc:
         raise _fail(f"{policy}: {exc}" if isinstance(exc, UnjudgeableGates) else str(exc)) from None
     _reconcile(model, quiet=True)  # a crashed promotion of this model: rolled back, or resumed (on_crash)
     from flows.promote import promote as promote_flow
@@ -227,14 +229,17 @@ def resume(
     from stagegate.connections import ConnectionsError
     from stagegate.registry import RegistryError
     from stagegate.runtime import Runtime
+    from stagegate.workspace import StateFileRefused
 
     try:  # refused from the ledger alone, before Prefect starts
-        events = Runtime.from_env().events
+        rt = Runtime.from_env()
+        rt.check_world_state()
+        events = rt.events
         promotion_id = resolve_id(events, promotion_id)
         check_resumable(events, promotion_id)
         with interrupted_exit():
             result = resume_promotion(promotion_id=promotion_id)
-    except (CannotResume, ConnectionsError, RegistryError, UnknownPromotion) as exc:
+    except (CannotResume, ConnectionsError, RegistryError, UnknownPromotion, StateFileRefused) as exc:
         raise _fail(str(exc)) from None
     _report_result(result)
 
@@ -244,10 +249,19 @@ def status(
     model: str = typer.Option("recsys-ranker", help="registered model name"),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
 ) -> None:
-    """Aliases, versions and promotions of a model (after reconciling its abandoned promotions)."""
+    """Aliases, versions and promotions of a model (after reconciling its abandoned promotions).
+
+    Exit 2 when the workspace's world state file is refused (someone else wrote it: stagegate/workspace.py
+    StateFileRefused), before anything reads it."""
     quiet_environment()
     from stagegate.report import print_status, status_data
+    from stagegate.runtime import Runtime
+    from stagegate.workspace import StateFileRefused, Workspace
 
+    try:  # the workspace alone (no connections): status still shows what it can when those are broken
+        Runtime(Workspace.from_env()).check_world_state()
+    except StateFileRefused as exc:
+        raise _fail(str(exc)) from None
     _reconcile(model, quiet=True)
     if as_json:
         typer.echo(json.dumps(status_data(model), indent=2))

@@ -103,6 +103,14 @@ def test_promotion_to_full_rollout(workspace: dict, tmp_path: Path) -> None:
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert {"verdicts.json", "policy.json"} <= set(artifacts), artifacts
 
+    # the world state the promotion served from and saved is still signed with the workspace's own key
+    from simulator.world_state import MAGIC, verified_payload
+
+    ws = rt.workspace
+    assert ws.world_path.read_bytes().startswith(MAGIC)
+    verified_payload(ws.world_path, ws.world_key_path)
+    assert ws.world_key_path.stat().st_mode & 0o777 == 0o600
+
 
 def test_canary_failure_rolls_back_and_keeps_the_champion(workspace: dict, tmp_path: Path) -> None:
     from flows.promote import promote
