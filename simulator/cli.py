@@ -30,7 +30,9 @@ app.add_typer(world_app, name="world")
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
+    from stagegate.redaction import redact_text
+
+    typer.secho(redact_text(message), err=True, fg=typer.colors.RED)  # never a store's password
     return typer.Exit(BAD_INPUT)
 
 

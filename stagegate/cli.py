@@ -68,7 +68,10 @@ DEFERRED = 4  # the next look is due later than the clock may wait: `stagegate r
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
+    from stagegate.redaction import redact_text
+
+    # messages may quote a store's URL (an exception's text): never print its password
+    typer.secho(redact_text(message), err=True, fg=typer.colors.RED)
     return typer.Exit(BAD_INPUT)
 
 
@@ -293,7 +296,10 @@ def _reconcile(model: str | None, quiet: bool) -> list:
     try:
         results = reconcile_ledger(Runtime.from_env(), model, resume=resume_outcome)
     except Exception as exc:  # a store that is down: status still shows what it can read
-        typer.secho(f"reconcile: could not run (run it again when it is back): {exc!r}", err=True, fg="red")
+        from stagegate.redaction import redact_text
+
+        message = redact_text(repr(exc))  # a driver's error may quote the database URL
+        typer.secho(f"reconcile: could not run (run it again when it is back): {message}", err=True, fg="red")
         if not quiet:
             raise typer.Exit(1) from None
         return []
