@@ -127,13 +127,19 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_a_cloudpickled_recipe_version_is_refused_without_unpickling(tracking, tmp_path: Path) -> None:
-    """A version tagged ``recipe`` whose model is a cloudpickle (how older stagegate logged them, or a
-    crafted one): the recipe loader names it and refuses, and the pickle never runs."""
+def test_a_cloudpickled_version_is_refused_without_unpickling(
+    tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cloudpickled model (how older stagegate logged recipe models, or a crafted one): open-promotion's
+    contract check names the problem, stagegate's loaders refuse it, and the pickle never runs."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from simulator.models.pyfunc import RecipeModelError, load_ranker
+    from stagegate.contract import PICKLE_SWITCH, check_version
+    from stagegate.models.loading import load_ranker as load_any
 
+    monkeypatch.setenv(PICKLE_SWITCH, "false")  # what refuse_pickled_models() sets (restored afterwards)
     marker = tmp_path / "pwned"
 
     class Crafted(mlflow.pyfunc.PythonModel):
@@ -149,7 +155,13 @@ def test_a_cloudpickled_recipe_version_is_refused_without_unpickling(tracking, t
         )
     assert not marker.exists()
     version = str(info.registered_model_version)
+    # untagged, served as a contract model: MLflow is told to refuse the pickle
+    with pytest.raises(MlflowException, match="pickle is disallowed"):
+        load_any(f"models:/recsys-ranker/{version}", {})
+    assert not marker.exists()
     mlflow.MlflowClient().set_model_version_tag("recsys-ranker", version, "recipe", "champion")
+    report = check_version("recsys-ranker", version)
+    assert any(p.startswith("model: the pyfunc is a cloudpickled Python object") for p in report.problems)
     with pytest.raises(
         RecipeModelError, match=r"models:/recsys-ranker/1: tagged 'recipe'.*does not unpickle"
     ):
