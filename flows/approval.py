@@ -38,6 +38,7 @@ from pydantic import Field
 from flows.context import PromotionContext, runtime
 from stagegate.events.store import TERMINAL_STATES
 from stagegate.policy.durations import format_duration
+from stagegate.redaction import redact_url
 
 
 class ApprovalDecision(RunInput):
@@ -96,7 +97,7 @@ def prefect_ui_url() -> str | None:
 
 def mlflow_run_url(ctx: PromotionContext) -> str | None:
     """A link to the promotion's run in the MLflow UI, when MLflow is a server (``stagegate up``)."""
-    uri = runtime().workspace.mlflow_uri
+    uri = redact_url(runtime().workspace.mlflow_uri)  # the link goes into artifacts and the pause form
     if not uri.startswith(("http://", "https://")):
         return None
     experiment = runtime().tracker(ctx.model).experiment_id
@@ -122,11 +123,12 @@ def publish_evidence(ctx: PromotionContext, point: str) -> EvidenceLinks:
     title = f"Evidence {point}: {ctx.model} v{ctx.version}"
     report = build_report(rt.events, ctx.promotion_id, title=title, links=links)
     mlflow_dir = f"evidence/{key}"
+    tracking = redact_url(rt.workspace.mlflow_uri)  # the note is a Prefect artifact anyone may read
     log_report(report, rt.tracker(ctx.model).client, ctx.mlflow_run_id, mlflow_dir)
     where = (
         f"[MLflow run]({mlflow_url}), artifacts `{mlflow_dir}/`"
         if mlflow_url
-        else f"MLflow run `{ctx.mlflow_run_id}` ({rt.workspace.mlflow_uri}), artifacts `{mlflow_dir}/`"
+        else f"MLflow run `{ctx.mlflow_run_id}` ({tracking}), artifacts `{mlflow_dir}/`"
     )
     # Prefect renders the markdown but cannot show the PNGs by their relative names: point at MLflow.
     body = re.sub(

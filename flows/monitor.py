@@ -129,6 +129,26 @@ def _serves_world() -> bool:
     return runtime().workspace.world_path.exists()
 
 
+def adopt_promotion_environment(values: dict[str, str | None]) -> None:
+    """Point this process at the promotion's workspace, stores and notifications (the parameters).
+
+    A deployment's worker may have another workspace: the promotion's own wins. The parameters carry URLs
+    without their passwords (flows.monitor_control.monitor_parameters: Prefect shows parameters to anyone
+    who can read its API), so where this process already has the same URL with its credentials, that one
+    is kept; otherwise the credential-free URL is used, and the credentials must come from the worker's
+    own environment (a pgpass file, the MLflow server's auth variables).
+    """
+    from stagegate.redaction import redact_url
+
+    for name, value in values.items():
+        if not value:
+            continue
+        own = os.environ.get(name)
+        if own and redact_url(own) == value:
+            continue  # the same place, and this process holds its credentials
+        os.environ[name] = value
+
+
 @flow(name="guardrail-monitor", log_prints=True)
 def guardrail_monitor(
     promotion_id: str,
@@ -148,15 +168,15 @@ def guardrail_monitor(
     ``flow_run_id`` is the paused promotion flow run (default: the one in the ledger): the monitor stops if
     it ends, and resumes it after a rollback.
     """
-    for name, value in (
-        ("STAGEGATE_HOME", workspace),
-        ("STAGEGATE_MLFLOW_URI", mlflow_uri),
-        ("STAGEGATE_EVENTS_URL", events_url),
-        ("STAGEGATE_NOTIFY_URL", notify_url),
-        ("STAGEGATE_NOTIFY_BLOCK", notify_block),
-    ):
-        if value:  # a deployment's worker may have another workspace: the promotion's own wins
-            os.environ[name] = value
+    adopt_promotion_environment(
+        {
+            "STAGEGATE_HOME": workspace,
+            "STAGEGATE_MLFLOW_URI": mlflow_uri,
+            "STAGEGATE_EVENTS_URL": events_url,
+            "STAGEGATE_NOTIFY_URL": notify_url,
+            "STAGEGATE_NOTIFY_BLOCK": notify_block,
+        }
+    )
     logger = get_run_logger()
     from flows.gating import stage_gates
     from flows.stages.looks import run_stage_looks

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from flows.context import PromotionContext, runtime
 
@@ -110,24 +111,37 @@ def current_api_url() -> str:
         return str(client.api_url).rstrip("/")
 
 
+def monitor_parameters(
+    promotion_id: str, stage: str, flow_run_id: str | None, interval: float
+) -> dict[str, Any]:
+    """The monitor deployment's flow-run parameters. Prefect stores them and shows them to anyone who can
+    read its API or UI, so every URL goes without its password or secret query values
+    (stagegate.redaction); the monitor takes the credentials from its own environment (flows.monitor)."""
+    from stagegate.redaction import redact_url
+
+    ws = runtime().workspace
+    notify_url = os.environ.get("STAGEGATE_NOTIFY_URL")
+    return {
+        "promotion_id": promotion_id,
+        "stage": stage,
+        "interval_seconds": interval,
+        "workspace": str(ws.root),
+        "mlflow_uri": redact_url(ws.mlflow_uri),
+        "events_url": redact_url(ws.events_url),
+        "flow_run_id": flow_run_id,
+        # announcements go where the promotion's own go
+        "notify_url": redact_url(notify_url) if notify_url else None,
+        "notify_block": os.environ.get("STAGEGATE_NOTIFY_BLOCK"),
+    }
+
+
 def start_monitor(
     ctx: PromotionContext, stage: str, flow_run_id: str | None, interval_seconds: float | None = None
 ) -> MonitorHandle:
     """Start watching ``stage``: the deployment on the stack, a subprocess otherwise."""
     interval = interval_seconds or float(os.environ.get("STAGEGATE_MONITOR_INTERVAL", "5"))
     ws = runtime().workspace
-    params = {
-        "promotion_id": ctx.promotion_id,
-        "stage": stage,
-        "interval_seconds": interval,
-        "workspace": str(ws.root),
-        "mlflow_uri": ws.mlflow_uri,
-        "events_url": ws.events_url,
-        "flow_run_id": flow_run_id,
-        # announcements go where the promotion's own go
-        "notify_url": os.environ.get("STAGEGATE_NOTIFY_URL"),
-        "notify_block": os.environ.get("STAGEGATE_NOTIFY_BLOCK"),
-    }
+    params = monitor_parameters(ctx.promotion_id, stage, flow_run_id, interval)
     mode = monitor_mode()
     if mode == "off":
         return MonitorHandle("off")

@@ -289,7 +289,8 @@ def _drive(ctx: PromotionContext, start: Mapping[str, Any] | None = None) -> Pro
                 if not answer.approved:
                     final, reason = _not_approved(answer, stage, "approval before rollout refused")
                     break
-    except BaseException as exc:  # Ctrl-C or a supervisor's stop: the champion serves before this process ends
+    # Ctrl-C or a supervisor's stop: the champion serves before this process ends
+    except BaseException as exc:
         if (stop := interrupt_behind(exc)) is None:
             raise
         _roll_back_interrupted(ctx, last_stage or "registered", stop)

@@ -30,7 +30,9 @@ app.add_typer(world_app, name="world")
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
+    from stagegate.redaction import redact_text
+
+    typer.secho(redact_text(message), err=True, fg=typer.colors.RED)  # never a store's password
     return typer.Exit(BAD_INPUT)
 
 
@@ -91,10 +93,11 @@ def candidates_register(
     from simulator.models.recipe import RecipeError
     from simulator.setup import register_candidate
     from stagegate.runtime import WorkspaceNotReady
+    from stagegate.workspace import StateFileRefused
 
     try:
         version = register_candidate(recipe, model)
-    except (RecipeError, WorkspaceNotReady, FileNotFoundError) as exc:
+    except (RecipeError, WorkspaceNotReady, FileNotFoundError, StateFileRefused) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"registered {model} version {version} from {recipe}")
 

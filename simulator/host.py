@@ -3,13 +3,13 @@
 Registered as ``world`` in the ``stagegate.simulators`` entry-point group; ``stagegate.runtime.Runtime``
 builds it with itself and forwards ``world``, ``reload_world``, ``save_world``, ``history``, ``manifest``,
 ``training_log`` and ``serve`` to it, so the core never imports this package. The world's state is pickled
-in the workspace after every served window so that the next process continues the same world.
+in the workspace after every served window so that the next process continues the same world; the file
+is signed with the workspace key and checked before it is unpickled (simulator/world_state.py).
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 from functools import cached_property
 from typing import Any
 
@@ -37,18 +37,26 @@ class SimulatedWorld:
     def world(self) -> Any:
         if not self.workspace.world_path.exists():
             raise WorkspaceNotReady(f"no world state at {self.workspace.world_path}")
-        with self.workspace.world_path.open("rb") as fh:
-            return pickle.load(fh)
+        from simulator.world_state import load_world
+
+        return load_world(self.workspace.world_path, self.workspace.world_key_path)
+
+    def verify_state(self) -> None:
+        """Check the world state file as loading it would (owner, mode, HMAC), without unpickling it:
+        StateFileRefused names the file and the reason. Nothing to check when there is no state file."""
+        if self.workspace.world_path.exists() or self.workspace.world_path.is_symlink():
+            from simulator.world_state import verified_payload
+
+            verified_payload(self.workspace.world_path, self.workspace.world_key_path)
 
     def reload_world(self) -> None:
         """Forget the in-memory world so the next use reads the state another process saved."""
         self.__dict__.pop("world", None)
 
     def save_world(self) -> None:
-        tmp = self.workspace.world_path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(self.world, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(self.workspace.world_path)
+        from simulator.world_state import save_world
+
+        save_world(self.world, self.workspace.world_path, self.workspace.world_key_path)
 
     @cached_property
     def history(self) -> ServedBatch:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,8 +90,10 @@ def init_workspace(
     registry = Registry(ws.mlflow_uri)
     registry.set_alias(model, CHAMPION_ALIAS, version)
     registry.tag(model, version, status="promoted", stage="bootstrap", reason="first champion of a new world")
-    with ws.world_path.open("wb") as fh:
-        pickle.dump(world, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    from simulator.world_state import create_key, save_world
+
+    create_key(ws.world_key_path)  # a new world, a new key: no state signed before this one verifies
+    save_world(world, ws.world_path, ws.world_key_path)
     from stagegate.runtime import Runtime
 
     # The first champion gets all traffic through the traffic port in force (the connections file).

@@ -68,7 +68,10 @@ DEFERRED = 4  # the next look is due later than the clock may wait: `stagegate r
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
+    from stagegate.redaction import redact_text
+
+    # messages may quote a store's URL (an exception's text): never print its password
+    typer.secho(redact_text(message), err=True, fg=typer.colors.RED)
     return typer.Exit(BAD_INPUT)
 
 
@@ -165,12 +168,14 @@ def promote(
     from stagegate.ports import UnjudgeableGates
     from stagegate.registry import RegistryError
     from stagegate.runtime import Runtime
+    from stagegate.workspace import StateFileRefused
 
     try:  # a bad connections file, a missing secret, gates the metric source cannot feed: bad input too,
         rt = Runtime.from_env()  # refused before Prefect starts
+        rt.check_world_state()  # a world state file someone else wrote: refused before it is unpickled
         check_metric_source(rt, parsed)
         rt.registry.get_version(model, version)
-    except (RegistryError, ConnectionsError, UnjudgeableGates) as exc:
+    except (RegistryError, ConnectionsError, UnjudgeableGates, StateFileRefused) as exc:
         raise _fail(f"{policy}: {exc}" if isinstance(exc, UnjudgeableGates) else str(exc)) from None
     _reconcile(model, quiet=True)  # a crashed promotion of this model: rolled back, or resumed (on_crash)
     from flows.promote import promote as promote_flow
@@ -227,14 +232,17 @@ def resume(
     from stagegate.connections import ConnectionsError
     from stagegate.registry import RegistryError
     from stagegate.runtime import Runtime
+    from stagegate.workspace import StateFileRefused
 
     try:  # refused from the ledger alone, before Prefect starts
-        events = Runtime.from_env().events
+        rt = Runtime.from_env()
+        rt.check_world_state()
+        events = rt.events
         promotion_id = resolve_id(events, promotion_id)
         check_resumable(events, promotion_id)
         with interrupted_exit():
             result = resume_promotion(promotion_id=promotion_id)
-    except (CannotResume, ConnectionsError, RegistryError, UnknownPromotion) as exc:
+    except (CannotResume, ConnectionsError, RegistryError, UnknownPromotion, StateFileRefused) as exc:
         raise _fail(str(exc)) from None
     _report_result(result)
 
@@ -244,10 +252,19 @@ def status(
     model: str = typer.Option("recsys-ranker", help="registered model name"),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
 ) -> None:
-    """Aliases, versions and promotions of a model (after reconciling its abandoned promotions)."""
+    """Aliases, versions and promotions of a model (after reconciling its abandoned promotions).
+
+    Exit 2 when the workspace's world state file is refused (someone else wrote it: stagegate/workspace.py
+    StateFileRefused), before anything reads it."""
     quiet_environment()
     from stagegate.report import print_status, status_data
+    from stagegate.runtime import Runtime
+    from stagegate.workspace import StateFileRefused, Workspace
 
+    try:  # the workspace alone (no connections): status still shows what it can when those are broken
+        Runtime(Workspace.from_env()).check_world_state()
+    except StateFileRefused as exc:
+        raise _fail(str(exc)) from None
     _reconcile(model, quiet=True)
     if as_json:
         typer.echo(json.dumps(status_data(model), indent=2))
@@ -279,7 +296,10 @@ def _reconcile(model: str | None, quiet: bool) -> list:
     try:
         results = reconcile_ledger(Runtime.from_env(), model, resume=resume_outcome)
     except Exception as exc:  # a store that is down: status still shows what it can read
-        typer.secho(f"reconcile: could not run (run it again when it is back): {exc!r}", err=True, fg="red")
+        from stagegate.redaction import redact_text
+
+        message = redact_text(repr(exc))  # a driver's error may quote the database URL
+        typer.secho(f"reconcile: could not run (run it again when it is back): {message}", err=True, fg="red")
         if not quiet:
             raise typer.Exit(1) from None
         return []

@@ -85,6 +85,40 @@ RECIPE_TAG = "recipe"
 RECIPE_OUTPUTS = {"user_id": "long", "items": "Array(long)"}
 
 
+#: MLflow's switch for models stored as pickles (cloudpickled pyfunc objects, pickled estimators). Unpickling
+#: runs whatever code the pickle names, so stagegate turns it off unless the operator sets it to "true".
+PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+def refuse_pickled_models() -> None:
+    """Make MLflow refuse to load pickled models in this process, unless :data:`PICKLE_SWITCH` is set.
+
+    Called before stagegate loads any registered model (stagegate.models.loading, the router); MLflow's
+    own default is to allow them."""
+    import os
+
+    os.environ.setdefault(PICKLE_SWITCH, "false")
+
+
+def pickled_models_allowed() -> bool:
+    import os
+
+    return os.environ.get(PICKLE_SWITCH, "false").strip().lower() == "true"
+
+
+def pickle_problems(flavors: dict[str, Any] | None) -> list[str]:
+    """``model: reason`` when the logged model's pyfunc is a cloudpickled Python object (loading it runs
+    the pickle) and pickled models are not allowed; a model from code (``model_code_path``) is fine."""
+    pyfunc = (flavors or {}).get("python_function") or {}
+    if "model_code_path" in pyfunc or "python_model" not in pyfunc or pickled_models_allowed():
+        return []
+    return [
+        f"model: the pyfunc is a cloudpickled Python object ({pyfunc['python_model']}); loading it would "
+        "run whatever code the pickle names, so stagegate refuses it: log it as a model from code "
+        f"(log_model(python_model='model.py')), or set {PICKLE_SWITCH}=true to accept pickled models"
+    ]
+
+
 class ContractError(ValueError):
     """A registered version does not meet the ranking contract; the message lists every problem."""
 
@@ -240,7 +274,9 @@ def check_version(model: str, version: str, tracking_uri: str | None = None) -> 
         info = mlflow.models.get_model_info(f"models:/{model}/{version}")
     except (MlflowException, OSError) as exc:
         return ContractReport("contract", (f"model: cannot read the logged model's MLmodel file: {exc}",))
-    return check_signature(info, tags)
+    report = check_signature(info, tags)
+    problems = pickle_problems(getattr(info, "flavors", None))
+    return ContractReport(report.flavour, report.problems + tuple(problems)) if problems else report
 
 
 def require_version(model: str, version: str, tracking_uri: str | None = None) -> ContractReport:

@@ -11,6 +11,8 @@ import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
+from stagegate.redaction import redact_url
+
 CHAMPION_ALIAS = "champion"
 CANDIDATE_ALIAS = "candidate"
 PREVIOUS_ALIAS = "previous"
@@ -57,7 +59,9 @@ class Registry:
         try:
             self.client.get_registered_model(model)
         except MlflowException:
-            raise RegistryError(f"registered model {model!r} does not exist at {self.tracking_uri}") from None
+            raise RegistryError(
+                f"registered model {model!r} does not exist at {redact_url(self.tracking_uri)}"
+            ) from None
         try:
             return self._info(self.client.get_model_version(model, str(version)))
         except MlflowException:
@@ -98,7 +102,9 @@ class Registry:
         try:
             by_alias = dict(self.client.get_registered_model(model).aliases or {})
         except MlflowException:
-            raise RegistryError(f"registered model {model!r} does not exist at {self.tracking_uri}") from None
+            raise RegistryError(
+                f"registered model {model!r} does not exist at {redact_url(self.tracking_uri)}"
+            ) from None
         infos = []
         for mv in self.client.search_model_versions(f"name='{model}'"):
             info = self._info(mv)

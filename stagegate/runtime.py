@@ -5,9 +5,9 @@ chooses: ``$STAGEGATE_CONNECTIONS``, else the workspace's ``connections.yaml``, 
 which serves traffic from the simulated live world in this process.
 
 The simulated world itself is the simulator's: ``world``, ``reload_world``, ``save_world``, ``history``,
-``manifest``, ``training_log`` and ``serve`` are forwarded to the object registered as ``world`` in the
-``stagegate.simulators`` entry-point group (simulator.host.SimulatedWorld), built with this Runtime; this
-module never imports the simulator. Without it installed, those raise MissingExtension.
+``manifest``, ``training_log``, ``serve`` and ``check_world_state`` are forwarded to the object registered
+as ``world`` in the ``stagegate.simulators`` entry-point group (simulator.host.SimulatedWorld), built with
+this Runtime; this module never imports the simulator. Without it installed, those raise MissingExtension.
 """
 
 from __future__ import annotations
@@ -135,6 +135,14 @@ class Runtime:
 
     def save_world(self) -> None:
         self.simulator.save_world()
+
+    def check_world_state(self) -> None:
+        """Refuse (StateFileRefused, naming the file and the reason) a world state file that loading would
+        refuse, before anything starts: the commands exit 2 on it instead of failing a stage later. A
+        workspace without a world state file (a promotion on real traffic) has nothing to check."""
+        path = self.workspace.world_path
+        if path.exists() or path.is_symlink():
+            self.simulator.verify_state()
 
     @property
     def history(self) -> ServedBatch:

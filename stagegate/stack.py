@@ -532,13 +532,11 @@ def _pool_has_worker(api_url: str) -> bool:
 
 
 def _redact(url: str) -> str:
-    """``scheme://user:password@host`` to ``scheme://user@host``; anything else unchanged."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}"
+    """``scheme://user:password@host`` to ``scheme://user@host``; anything else unchanged
+    (stagegate.redaction, which also hides secret query values)."""
+    from stagegate.redaction import redact_url
+
+    return redact_url(url)
 
 
 def _create_databases(postgres_url: str, names: list[str]) -> None:

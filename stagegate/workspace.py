@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class StateFileRefused(RuntimeError):
+    """A state file in the workspace that is not loaded because it could not prove who wrote it (the
+    simulated world's pickle: owner, mode, HMAC; simulator/world_state.py). The message names the file and
+    the reason; commands exit 2 with it."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -42,6 +48,11 @@ class Workspace:
     @property
     def world_path(self) -> Path:
         return self.root / "data" / "world.pkl"
+
+    @property
+    def world_key_path(self) -> Path:
+        """The key that signs the world state (0600; created by `stagegate world init`)."""
+        return self.root / "world.key"
 
     @property
     def history_path(self) -> Path:

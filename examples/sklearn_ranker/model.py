@@ -12,8 +12,6 @@ in training only (a standard de-biasing trick), so serving scores are position-f
 
 from __future__ import annotations
 
-import pickle
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -67,10 +65,40 @@ def rank(state: dict, frame: pd.DataFrame, k: int) -> pd.DataFrame:
     )
 
 
+def save_state(state: dict, path: str) -> None:
+    """The serving state as plain arrays in an .npz (no pickle: loading it cannot run code)."""
+    arrays = {f"weights.{k}": np.asarray(v) for k, v in state["weights"].items()}
+    for key in (
+        "n_categories",
+        "category",
+        "publish_day",
+        "log_price",
+        "pop_click",
+        "pop_purchase",
+        "last_t",
+    ):
+        arrays[key] = np.asarray(state[key])
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_state(path: str) -> dict:
+    """The inverse of :func:`save_state`; ``allow_pickle=False`` refuses an object array."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    state = {"weights": {}}
+    for key, value in arrays.items():
+        value = value[()] if value.ndim == 0 else value  # scalars were stored as 0-d arrays
+        if key.startswith("weights."):
+            state["weights"][key.split(".", 1)[1]] = value
+        else:
+            state[key] = value
+    return state
+
+
 class SklearnRanker(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        with open(context.artifacts["state"], "rb") as fh:
-            self.state = pickle.load(fh)
+        self.state = load_state(context.artifacts["state"])
 
     # no type hints: MLflow would derive a schema from them; the signature is given at log time
     def predict(self, context, model_input, params=None):

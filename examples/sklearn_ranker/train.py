@@ -15,7 +15,6 @@ and the contract's signature (which you could equally write by hand: docs/bring-
 from __future__ import annotations
 
 import argparse
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from examples.sklearn_ranker.model import FRESH_DAYS, N_DAYPARTS
+from examples.sklearn_ranker.model import FRESH_DAYS, N_DAYPARTS, save_state
 
 MODEL_FILE = Path(__file__).with_name("model.py")
 
@@ -114,8 +113,8 @@ def log_and_register(state: dict, model: str, experiment_id: str | None = None) 
     from stagegate.contract import contract_signature
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "state.pkl"
-        path.write_bytes(pickle.dumps(state))
+        path = Path(tmp) / "state.npz"
+        save_state(state, str(path))  # arrays only: the fitted estimator object is not needed to serve
         with mlflow.start_run(experiment_id=experiment_id, run_name="train sklearn-ranker"):
             mlflow.log_metric("train_accuracy", state["train_accuracy"])
             info = mlflow.pyfunc.log_model(

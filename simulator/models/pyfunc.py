@@ -1,9 +1,16 @@
-"""MLflow packaging of rankers: a pyfunc model that answers request tables with top-k item lists.
+"""MLflow packaging of recipe models: a pyfunc "model from code" that answers request tables with top-k
+item lists, its fitted state stored as data.
 
-``log_ranker`` logs a trained ranker as an MLflow pyfunc model (MLflow 3: ``mlflow.pyfunc.log_model(name=...,
-python_model=..., registered_model_name=...)``) with its recipe YAML as an artifact, registers it and returns
-the ModelVersion; ``load_ranker`` gives back the Ranker (``load_model(uri).unwrap_python_model()``), which is
-what the simulated world serves. The environment that loads the model needs the ``stagegate`` package.
+``log_ranker`` logs a trained ranker with ``mlflow.pyfunc.log_model(name=..., python_model=<path of
+simulator/models/recipe_model.py>, artifacts={...})``: MLflow stores a copy of that file, which imports the
+installed ``simulator`` package, and three data artifacts: the recipe (YAML), the model tree (JSON) and its
+arrays (``.npz``, read with ``allow_pickle=False``; simulator/models/state.py). Nothing is cloudpickled,
+so loading the model unpickles nothing.
+
+``load_ranker`` (the ``recipe`` flavour's loader, what stagegate serves a version tagged ``recipe`` with)
+does not even run the stored copy of the code file: it downloads the data artifacts and rebuilds the ranker
+with the installed package's classes. ``mlflow.pyfunc.load_model`` of the same version (another tool, the
+router) runs the stored file, which gives the same slates.
 
 MLflow is imported inside the functions: it takes about 2 s to import and the CLI must start fast.
 """
@@ -27,12 +34,6 @@ if TYPE_CHECKING:
 
 ARTIFACT_PATH = "ranker"
 REQUEST_COLUMNS = ("user_id", "hour", "device", "user_segment", "t", "recent_items", "request_id")
-
-
-def _python_model_base() -> type:
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
 
 
 class CatalogSnapshot:
@@ -104,50 +105,16 @@ def context_from_frame(
     )
 
 
-def make_pyfunc(ranker: Ranker, snapshot: CatalogSnapshot, k: int = 10) -> Any:
-    """An instance of the pyfunc wrapper class (built lazily so that importing this module stays cheap)."""
-    return _pyfunc_class()(ranker, snapshot, k)
+def predict_frame(ranker: Ranker, snapshot: CatalogSnapshot, k: int, model_input: Any, params: Any) -> Any:
+    """Top-k item lists for a request table (columns: see REQUEST_COLUMNS; params: k): what ``predict`` of
+    the packaged model (simulator/models/recipe_model.py) answers."""
+    import pandas as pd
 
-
-_CLASS_CACHE: dict[str, type] = {}
-
-
-def _pyfunc_class() -> type:
-    if "cls" in _CLASS_CACHE:
-        return _CLASS_CACHE["cls"]
-    base = _python_model_base()
-
-    class RankerPyfunc(base):  # type: ignore[misc, valid-type]
-        """mlflow.pyfunc.PythonModel around a Ranker: request table in, top-k item lists out."""
-
-        def __init__(self, ranker: Ranker, snapshot: CatalogSnapshot, k: int = 10) -> None:
-            self.ranker = ranker
-            self.snapshot = snapshot
-            self.k = k
-
-        # no type hints on predict: MLflow would try (and fail) to derive a schema from them
-        def predict(self, context, model_input, params=None):
-            """Top-k item lists for a request table (columns: see REQUEST_COLUMNS; params: k)."""
-            import pandas as pd
-
-            frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-            k = int((params or {}).get("k", self.k))
-            ctx = context_from_frame(frame, self.snapshot)
-            items = np.asarray(self.ranker.recommend(ctx, k))
-            return pd.DataFrame({"user_id": ctx.user_id, "items": [row.tolist() for row in items]})
-
-    RankerPyfunc.__module__ = __name__
-    RankerPyfunc.__qualname__ = "RankerPyfunc"
-    globals()["RankerPyfunc"] = RankerPyfunc  # picklable by reference: simulator.models.pyfunc.RankerPyfunc
-    _CLASS_CACHE["cls"] = RankerPyfunc
-    return RankerPyfunc
-
-
-def __getattr__(name: str) -> Any:
-    # unpickling a logged model looks the class up by name; build it on demand
-    if name == "RankerPyfunc":
-        return _pyfunc_class()
-    raise AttributeError(name)
+    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+    k = int((params or {}).get("k", k))
+    ctx = context_from_frame(frame, snapshot)
+    items = np.asarray(ranker.recommend(ctx, k))
+    return pd.DataFrame({"user_id": ctx.user_id, "items": [row.tolist() for row in items]})
 
 
 def _signature(k: int) -> Any:
@@ -170,6 +137,36 @@ def _signature(k: int) -> Any:
     return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("k", "long", k)]))
 
 
+RECIPE_MODEL_CODE = Path(__file__).with_name("recipe_model.py")  # shipped in the package (setuptools)
+#: The data artifacts of a recipe model, by their name in the pyfunc flavour's ``artifacts``.
+STATE_ARTIFACT, ARRAYS_ARTIFACT, RECIPE_ARTIFACT = "state", "arrays", "recipe"
+
+
+class RecipeModelError(RuntimeError):
+    """A version tagged ``recipe`` that stagegate will not load; the message names it and the reason."""
+
+
+def _snapshot_extra(snapshot: CatalogSnapshot, k: int) -> dict[str, Any]:
+    return {"publish_day": snapshot.publish_day, "in_stock": snapshot.in_stock, "t": snapshot.t, "k": int(k)}
+
+
+def read_recipe_model(json_path: Path, npz_path: Path) -> tuple[Ranker, CatalogSnapshot, int]:
+    """The ranker, catalogue snapshot and default k saved by :func:`log_ranker` (data only)."""
+    from simulator.models.state import RecipeStateError, read_state
+
+    ranker, extra = read_state(json_path, npz_path)
+    try:
+        snapshot = CatalogSnapshot(extra["publish_day"], extra["in_stock"], float(extra["t"]))
+        k = int(extra["k"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise RecipeStateError(
+            f"{json_path}: extra: the catalogue snapshot is incomplete ({err!r})"
+        ) from None
+    if snapshot.publish_day.shape != snapshot.in_stock.shape:
+        raise RecipeStateError(f"{json_path}: extra: publish_day and in_stock differ in length")
+    return ranker, snapshot, k
+
+
 def log_ranker(
     ranker: Ranker,
     recipe: Recipe,
@@ -178,7 +175,8 @@ def log_ranker(
     k: int = 10,
     tags: dict[str, str] | None = None,
 ) -> ModelVersion:
-    """Log ``ranker`` as a pyfunc model with ``recipe`` as an artifact, register it, return the ModelVersion.
+    """Log ``ranker`` as a pyfunc model from code with its state and ``recipe`` as data artifacts, register
+    it, return the ModelVersion.
 
     Uses the active MLflow run if there is one, else a short run named after the recipe. ``catalog`` (the
     public catalogue) lets the packaged model build contexts on its own; without it, all items are assumed
@@ -187,6 +185,8 @@ def log_ranker(
     import mlflow
     import pandas as pd
 
+    from simulator.models.state import write_state
+
     if catalog is not None:
         snapshot = CatalogSnapshot.from_frame(catalog)
     else:
@@ -194,19 +194,23 @@ def log_ranker(
         if n_items <= 0:
             raise ValueError("log_ranker needs the catalog when the ranker does not expose n_items")
         snapshot = CatalogSnapshot(np.full(n_items, -1.0), np.ones(n_items, dtype=bool), 0.0)
-    python_model = make_pyfunc(ranker, snapshot, k)
     signature = _signature(k)
 
     with tempfile.TemporaryDirectory() as tmp:
         recipe_path = Path(tmp) / f"{recipe.name or 'recipe'}.yaml"
         recipe_path.write_text(recipe.to_yaml())
+        state_path, arrays_path = write_state(ranker, _snapshot_extra(snapshot, k), Path(tmp) / "state")  # type: ignore[arg-type]
         own_run = mlflow.active_run() is None
         run = mlflow.start_run(run_name=f"log-{recipe.name}") if own_run else mlflow.active_run()
         try:
             info = mlflow.pyfunc.log_model(
                 name=ARTIFACT_PATH,
-                python_model=python_model,
-                artifacts={"recipe": str(recipe_path)},
+                python_model=str(RECIPE_MODEL_CODE),  # a model from code: MLflow stores the file, no pickle
+                artifacts={
+                    RECIPE_ARTIFACT: str(recipe_path),
+                    STATE_ARTIFACT: str(state_path),
+                    ARRAYS_ARTIFACT: str(arrays_path),
+                },
                 registered_model_name=registered_model_name,
                 signature=signature,
                 input_example=pd.DataFrame({"user_id": [0, 1], "hour": [9, 20], "device": [0, 1]}),
@@ -226,24 +230,37 @@ def log_ranker(
 
 
 def load_ranker(model_uri: str) -> Ranker:
-    """The Ranker of a logged pyfunc model (e.g. ``models:/recsys-ranker@champion``).
+    """The Ranker of a recipe model (e.g. ``models:/recsys-ranker/3``), rebuilt from its data artifacts by
+    the installed package: neither the stored code file nor any pickle is run.
 
-    A stagegate recipe model gives back the ranker it wraps; any other pyfunc model (one that meets the
-    ranking contract, stagegate.contract) is served through stagegate.models.external.ExternalRanker,
-    which checks every answer.
+    Raises RecipeModelError naming the version when it is not a data-only recipe model, e.g. one logged
+    as a cloudpickled object before recipe models were logged from code: stagegate refuses to unpickle it.
     """
-    import mlflow.pyfunc
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
-    from stagegate.models.external import ExternalRanker
+    from simulator.models.state import STATE_ARRAYS, STATE_JSON, RecipeStateError
 
-    loaded = mlflow.pyfunc.load_model(model_uri)
     try:
-        wrapper = loaded.unwrap_python_model()
-    except Exception:  # not a python_model flavour (e.g. a model logged by another library's flavour)
-        wrapper = None
-    if wrapper is not None and type(wrapper).__name__ == "RankerPyfunc" and hasattr(wrapper, "ranker"):
-        return wrapper.ranker
-    return ExternalRanker(loaded, name=model_uri)
+        # only the two state files: the model's code file and MLmodel are not needed to rebuild it
+        json_path = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/artifacts/{STATE_JSON}")
+        )
+        npz_path = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/artifacts/{STATE_ARRAYS}")
+        )
+    except (MlflowException, OSError) as err:
+        raise RecipeModelError(
+            f"{model_uri}: tagged 'recipe' but has no data-only model state (artifacts/{STATE_JSON}, "
+            f"artifacts/{STATE_ARRAYS}): it was probably logged as a cloudpickled object by an older "
+            "stagegate, and stagegate does not unpickle models; register it again "
+            f"(`stagegate candidates register RECIPE`) ({type(err).__name__})"
+        ) from None
+    try:
+        ranker, _, _ = read_recipe_model(json_path, npz_path)
+    except RecipeStateError as err:
+        raise RecipeModelError(f"{model_uri}: {err}") from None
+    return ranker
 
 
 def load_recipe_artifact(model_uri: str) -> Recipe:

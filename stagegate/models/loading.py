@@ -37,6 +37,8 @@ def load_ranker(model_uri: str, tags: Mapping[str, str]) -> Ranker:
 
     import mlflow.pyfunc
 
+    from stagegate.contract import refuse_pickled_models
     from stagegate.models.external import ExternalRanker
 
+    refuse_pickled_models()  # a pickled model is refused by MLflow instead of unpickled (docs/security.md)
     return ExternalRanker(mlflow.pyfunc.load_model(model_uri), name=model_uri)

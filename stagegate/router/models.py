@@ -99,6 +99,9 @@ class ModelPool:
         with self._lock:
             if version in self._loaded:
                 return self._loaded[version]
+            from stagegate.contract import refuse_pickled_models
+
+            refuse_pickled_models()  # MLflow refuses pickled models instead of running them
             try:
                 model = mlflow.pyfunc.load_model(f"models:/{self.model}/{version}")
             except (MlflowException, OSError, ImportError, ValueError) as exc:

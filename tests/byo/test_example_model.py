@@ -33,9 +33,9 @@ def test_example_trains_logs_and_serves_to_the_contract(tmp_path: Path, fresh_ml
     import mlflow
 
     from examples.sklearn_ranker.train import log_and_register, main, train
-    from simulator.models.pyfunc import load_ranker
     from stagegate.contract import check_version
     from stagegate.models.external import ExternalRanker
+    from stagegate.models.loading import load_ranker
 
     train_table, _ = _logs()
     pq.write_table(train_table, tmp_path / "train.parquet")
@@ -48,7 +48,7 @@ def test_example_trains_logs_and_serves_to_the_contract(tmp_path: Path, fresh_ml
     report = check_version("example-ranker", version, uri)
     assert report.ok and report.flavour == "contract", report
 
-    ranker = load_ranker(f"models:/example-ranker/{version}")
+    ranker = load_ranker(f"models:/example-ranker/{version}", {})  # untagged: the contract flavour
     assert isinstance(ranker, ExternalRanker) and ranker.accepts_k
     # the fake catalogue has 50 items: a context over them, items 1, 4 out of stock, 7 unpublished
     ctx = _ctx(n=6, n_items=50)

@@ -117,6 +117,14 @@ def test_promotion_to_full_rollout(workspace: dict, tmp_path: Path) -> None:
         a.path for a in client.list_artifacts(result.mlflow_run_id, "evidence/final")
     }
 
+    # the world state the promotion served from and saved is still signed with the workspace's own key
+    from simulator.world_state import MAGIC, verified_payload
+
+    ws = rt.workspace
+    assert ws.world_path.read_bytes().startswith(MAGIC)
+    verified_payload(ws.world_path, ws.world_key_path)
+    assert ws.world_key_path.stat().st_mode & 0o777 == 0o600
+
 
 def test_canary_failure_rolls_back_and_keeps_the_champion(workspace: dict, tmp_path: Path) -> None:
     from flows.promote import promote
