@@ -17,9 +17,12 @@ Three guarantees the database itself keeps, whatever the number of processes:
 - **Legal moves only.** :meth:`EventStore.transition` checks :mod:`stagegate.ledger_states`'s table and
   writes with a compare-and-swap on the state it read, so two writers never both move one promotion.
 
-Schema creation does not race on a fresh database: ``CREATE ... IF NOT EXISTS`` under a transaction-level
-advisory lock on PostgreSQL (SQLite takes its file lock for each statement). Every connection has bounded
-timeouts (connect, statement, lock, pool), so an unreachable store fails fast instead of hanging a
+The schema is made and changed by the Alembic migrations in stagegate/events/migrations
+(stagegate/events/migrate.py, docs/operations.md "Schema changes"). Opening a store reads the recorded
+revision with one query; only a database not at :data:`SCHEMA_HEAD` imports Alembic and upgrades, under a
+transaction-level advisory lock on PostgreSQL (``BEGIN IMMEDIATE`` on SQLite), so processes opening a fresh
+database at once do not race. A database written by newer stagegate is refused. Every connection has
+bounded timeouts (connect, statement, lock, pool), so an unreachable store fails fast instead of hanging a
 rollback.
 """
 
@@ -51,14 +54,12 @@ from sqlalchemy import (
     create_engine,
     func,
     insert,
-    inspect,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from stagegate.ledger_states import (
     TERMINAL_STATES,
@@ -133,8 +134,6 @@ Index(
     postgresql_where=_OPEN,
 )
 LEASE_COLUMNS = ("owner", "heartbeat_at", "lease_expires_at")
-#: Columns added after the first ledgers were written: an older ledger gets them at start-up.
-ADDED_COLUMNS = (*LEASE_COLUMNS, "checkpoint")
 
 transitions = Table(
     "transitions",
@@ -190,7 +189,13 @@ __all__ = [
     "process_owner",
 ]
 
-_SCHEMA_LOCK = 0x53474C44  # pg_advisory_xact_lock key for schema creation ("SGLD")
+SCHEMA_LOCK = 0x53474C44  # pg_advisory_xact_lock key for schema changes ("SGLD"; the old create_schema's too)
+#: The newest migration (stagegate/events/migrations/versions): a database recording it needs nothing, and
+#: opening a store then costs one query. A new revision changes this; a test checks it is the scripts' head.
+SCHEMA_HEAD = "0001_baseline"
+#: Alembic's version table, named for stagegate so that it never meets MLflow's or Prefect's
+#: ``alembic_version`` in a shared database.
+VERSION_TABLE = "stagegate_alembic_version"
 
 
 class PromotionInProgress(RuntimeError):
@@ -217,7 +222,7 @@ def lease_seconds() -> float:
     return float(os.environ.get("STAGEGATE_LEASE_SECONDS", "120"))
 
 
-def _db_timeout() -> float:
+def db_timeout() -> float:
     """Seconds any one database call may take: ``STAGEGATE_DB_TIMEOUT`` (default 30 s)."""
     return float(os.environ.get("STAGEGATE_DB_TIMEOUT", "30"))
 
@@ -256,7 +261,7 @@ def owner_alive(owner: str | None) -> bool | None:
 
 
 def _engine(url: str) -> Engine:
-    timeout = _db_timeout()
+    timeout = db_timeout()
     kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": timeout}
@@ -270,23 +275,27 @@ def _engine(url: str) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create the tables and indexes if missing, and add the newer columns to an older ledger."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # concurrent CREATE ... IF NOT EXISTS can still collide
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-        for table in metadata.sorted_tables:
-            conn.execute(CreateTable(table, if_not_exists=True))
-        _add_columns(conn)
-        for table in metadata.sorted_tables:
-            for index in sorted(table.indexes, key=lambda i: str(i.name)):
-                try:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-                except IntegrityError:
-                    raise RuntimeError(_duplicates_message(engine)) from None
+def schema_revision(engine: Engine) -> str | None:
+    """The revision the database records, by one plain query (no Alembic); None without a version table."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    except (OperationalError, ProgrammingError):  # no version table: empty, or made before migrations
+        return None
+    return rows[0] if len(rows) == 1 else None
 
 
-def _duplicates_message(engine: Engine) -> str:
+def ensure_schema(engine: Engine) -> None:
+    """Make the database's schema the one this code uses: nothing but one query when it is at
+    :data:`SCHEMA_HEAD`, else an upgrade (stagegate.events.migrate, which refuses a newer database)."""
+    if schema_revision(engine) == SCHEMA_HEAD:
+        return
+    from stagegate.events.migrate import upgrade  # Alembic only when there is work (or a refusal) to do
+
+    upgrade(engine)
+
+
+def duplicates_message(engine: Engine) -> str:
     """What to do with a ledger written before the unique index, that has two open promotions of a model."""
     with engine.connect() as conn:
         rows = conn.execute(select(promotions.c.model, promotions.c.id).where(_OPEN)).all()
@@ -300,20 +309,6 @@ def _duplicates_message(engine: Engine) -> str:
         "state 'aborted' (UPDATE promotions SET state = 'aborted' WHERE id = ...), then run "
         "`stagegate reconcile`"
     )
-
-
-def _add_columns(conn: Connection) -> None:
-    present = {c["name"] for c in inspect(conn).get_columns("promotions")}
-    for name in ADDED_COLUMNS:
-        if name in present:
-            continue
-        column = promotions.c[name]
-        kind = column.type.compile(dialect=conn.dialect)
-        try:  # under the advisory lock on PostgreSQL; SQLite runs DDL one statement at a time
-            conn.execute(text(f"ALTER TABLE promotions ADD COLUMN {name} {kind}"))
-        except (OperationalError, ProgrammingError) as exc:  # another process added it first
-            if "duplicate" not in str(exc).lower() and "already exists" not in str(exc).lower():
-                raise
 
 
 def deferred_until(row: Mapping[str, Any], now: datetime | None = None) -> datetime | None:
@@ -343,7 +338,7 @@ class EventStore:
         self.url = url
         self.owner = owner or process_owner()
         self.engine: Engine = _engine(url)
-        create_schema(self.engine)
+        ensure_schema(self.engine)
 
     def __repr__(self) -> str:  # never the password
         return f"EventStore({self.engine.url.render_as_string(hide_password=True)!r})"
