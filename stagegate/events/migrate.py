@@ -94,7 +94,8 @@ def script_head() -> str:
     return head
 
 
-def _known() -> set[str]:
+def known_revisions() -> set[str]:
+    """Every revision of the packaged scripts."""
     return {s.revision for s in ScriptDirectory.from_config(config()).walk_revisions()}
 
 
@@ -139,7 +140,7 @@ def upgrade(engine: Engine) -> Upgraded:
     """Bring the database behind ``engine`` to the head revision, under the schema lock (see the module
     docstring); raises :class:`SchemaTooNew` or :class:`NotALedger` without writing anything."""
     name = _name(engine)
-    known = _known()
+    known = known_revisions()
     locking = _locking_engine(engine)
     try:
         with locking.connect() as conn, conn.begin():

@@ -260,7 +260,8 @@ def owner_alive(owner: str | None) -> bool | None:
     return not (start and _process_start(pid) not in ("", start))
 
 
-def _engine(url: str) -> Engine:
+def store_engine(url: str) -> Engine:
+    """An engine for the store at ``url`` with bounded timeouts (connect, statement, lock, pool)."""
     timeout = db_timeout()
     kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -337,7 +338,7 @@ class EventStore:
     def __init__(self, url: str, owner: str | None = None) -> None:
         self.url = url
         self.owner = owner or process_owner()
-        self.engine: Engine = _engine(url)
+        self.engine: Engine = store_engine(url)
         ensure_schema(self.engine)
 
     def __repr__(self) -> str:  # never the password
