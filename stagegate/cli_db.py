@@ -33,11 +33,11 @@ def upgrade(url: str = _URL) -> None:
     as it was."""
     from stagegate.events.migrate import NotALedger, SchemaTooNew
     from stagegate.events.migrate import upgrade as run_upgrade
-    from stagegate.events.store import store_engine
+    from stagegate.events.store import db_timeout, store_engine
 
     engine = store_engine(_url(url))
     try:
-        done = run_upgrade(engine)
+        done = run_upgrade(engine, timeout=db_timeout())
     except (SchemaTooNew, NotALedger) as exc:
         typer.secho(str(exc), err=True, fg=typer.colors.RED)
         raise typer.Exit(BAD_INPUT) from None

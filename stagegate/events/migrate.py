@@ -32,14 +32,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from stagegate.events.store import (
-    SCHEMA_HEAD,
-    SCHEMA_LOCK,
-    VERSION_TABLE,
-    db_timeout,
-    duplicates_message,
-    metadata,
-)
+from stagegate.events.schema import SCHEMA_HEAD, SCHEMA_LOCK, VERSION_TABLE, duplicates_message, metadata
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +109,20 @@ def _revision(conn: Connection, name: str) -> str | None:
     return heads[0] if heads else None
 
 
-def _locking_engine(engine: Engine) -> Engine:
-    """The engine an upgrade runs on. SQLite: a separate engine whose transactions start with ``BEGIN
-    IMMEDIATE`` (pysqlite would otherwise run DDL outside any transaction, so two processes could both see
-    an empty file and both create). PostgreSQL: the store's own (the advisory lock is taken in the
-    transaction)."""
-    if engine.dialect.name != "sqlite":
+def _in_memory(engine: Engine) -> bool:
+    url = engine.url
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _locking_engine(engine: Engine, timeout: float) -> Engine:
+    """The engine an upgrade runs on. A SQLite file: a separate engine whose transactions start with
+    ``BEGIN IMMEDIATE`` (pysqlite would otherwise run DDL outside any transaction, so two processes could
+    both see an empty file and both create), waiting up to ``timeout`` seconds for the lock. PostgreSQL
+    (the advisory lock is taken in the transaction) and in-memory SQLite (one connection, nobody to race;
+    another engine would see another database): the store's own."""
+    if engine.dialect.name != "sqlite" or _in_memory(engine):
         return engine
-    locking = create_engine(engine.url, connect_args={"timeout": db_timeout()})
+    locking = create_engine(engine.url, connect_args={"timeout": timeout})
 
     @event.listens_for(locking, "connect")
     def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
@@ -136,12 +135,13 @@ def _locking_engine(engine: Engine) -> Engine:
     return locking
 
 
-def upgrade(engine: Engine) -> Upgraded:
+def upgrade(engine: Engine, timeout: float = 30.0) -> Upgraded:
     """Bring the database behind ``engine`` to the head revision, under the schema lock (see the module
-    docstring); raises :class:`SchemaTooNew` or :class:`NotALedger` without writing anything."""
+    docstring; ``timeout``: how long SQLite waits for its file lock); raises :class:`SchemaTooNew` or
+    :class:`NotALedger` without writing anything."""
     name = _name(engine)
     known = known_revisions()
-    locking = _locking_engine(engine)
+    locking = _locking_engine(engine, timeout)
     try:
         with locking.connect() as conn, conn.begin():
             if conn.dialect.name == "postgresql":
