@@ -31,14 +31,14 @@ def upgrade(url: str = _URL) -> None:
 
     A ledger made before migrations is adopted; a database newer stagegate wrote is refused (exit 2) and left
     as it was."""
-    from stagegate.events.migrate import NotALedger, SchemaTooNew
+    from stagegate.events.migrate import ForeignTables, SchemaTooNew
     from stagegate.events.migrate import upgrade as run_upgrade
     from stagegate.events.store import db_timeout, store_engine
 
     engine = store_engine(_url(url))
     try:
-        done = run_upgrade(engine, timeout=db_timeout())
-    except (SchemaTooNew, NotALedger) as exc:
+        done = run_upgrade(engine, timeout=db_timeout())  # the ledger's schema
+    except (SchemaTooNew, ForeignTables) as exc:
         typer.secho(str(exc), err=True, fg=typer.colors.RED)
         raise typer.Exit(BAD_INPUT) from None
     finally:

@@ -9,6 +9,8 @@ at their head (tests/core/test_migrations.py compares them): a change here needs
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -22,12 +24,11 @@ from sqlalchemy import (
     Table,
     Text,
     select,
-    text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from stagegate.ledger_states import TERMINAL_STATES
+from stagegate.schema_version import Schema, recorded_revision
 
 metadata = MetaData()
 
@@ -149,13 +150,8 @@ VERSION_TABLE = "stagegate_alembic_version"
 
 
 def schema_revision(engine: Engine) -> str | None:
-    """The revision the database records, by one plain query (no Alembic); None without a version table."""
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
-    except (OperationalError, ProgrammingError):  # no version table: empty, or made before migrations
-        return None
-    return rows[0] if len(rows) == 1 else None
+    """The ledger revision the database records, by one plain query (no Alembic); None without one."""
+    return recorded_revision(engine, LEDGER)
 
 
 def duplicates_message(engine: Engine) -> str:
@@ -172,3 +168,15 @@ def duplicates_message(engine: Engine) -> str:
         "state 'aborted' (UPDATE promotions SET state = 'aborted' WHERE id = ...), then run "
         "`stagegate reconcile`"
     )
+
+
+#: The ledger's schema under migrations (stagegate/events/migrations).
+LEDGER = Schema(
+    what="ledger",
+    scripts=Path(__file__).with_name("migrations"),
+    version_table=VERSION_TABLE,
+    head=SCHEMA_HEAD,
+    lock=SCHEMA_LOCK,
+    metadata=metadata,
+    integrity_message=duplicates_message,
+)

@@ -50,8 +50,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from stagegate.events.migrate import ensure
 from stagegate.events.schema import (  # the tables, re-exported: callers import them from here
     LEASE_COLUMNS,
+    LEDGER,
     OPEN,
     SCHEMA_HEAD,
     SCHEMA_LOCK,
@@ -178,11 +180,7 @@ def store_engine(url: str) -> Engine:
 def ensure_schema(engine: Engine) -> None:
     """Make the database's schema the one this code uses: nothing but one query when it is at
     :data:`SCHEMA_HEAD`, else an upgrade (stagegate.events.migrate, which refuses a newer database)."""
-    if schema_revision(engine) == SCHEMA_HEAD:
-        return
-    from stagegate.events.migrate import upgrade  # Alembic only when there is work (or a refusal) to do
-
-    upgrade(engine, timeout=db_timeout())
+    ensure(engine, LEDGER, timeout=db_timeout())
 
 
 def deferred_until(row: Mapping[str, Any], now: datetime | None = None) -> datetime | None:

@@ -38,7 +38,7 @@ from typer.testing import CliRunner
 
 from stagegate.events.migrate import (
     BASELINE,
-    NotALedger,
+    ForeignTables,
     SchemaTooNew,
     config,
     current,
@@ -485,7 +485,7 @@ def test_ledger_tables_lacking_their_original_columns_are_refused_unchanged(url:
         conn.execute(text("CREATE TABLE promotions (id VARCHAR(36) PRIMARY KEY, state VARCHAR(32))"))
         conn.execute(text("INSERT INTO promotions (id, state) VALUES ('x', 'canary')"))
     with pytest.raises(
-        NotALedger, match=r"table 'promotions' has no column\(s\) model, version.*Nothing was"
+        ForeignTables, match=r"table 'promotions' has no column\(s\) model, version.*Nothing was"
     ):
         EventStore(url)
     with engine.connect() as conn:

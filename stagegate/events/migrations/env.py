@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from stagegate.events.schema import VERSION_TABLE, metadata
+from stagegate.events.schema import VERSION_TABLE, metadata  # the ledger's (LEDGER)
 
 
 def _run(connection: object) -> None:

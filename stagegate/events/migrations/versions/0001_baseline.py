@@ -6,7 +6,7 @@ of a model (the arbiter of racing ``stagegate promote`` runs).
 
 The same revision adopts a ledger the old code made (tables present, no version table): it creates the
 tables that ledger lacks (``approver_tokens`` came later), checks that the tables it has carry every
-column they always had (else :class:`~stagegate.events.migrate.NotALedger`: nothing is changed), adds the
+column they always had (else :class:`~stagegate.events.migrate.ForeignTables`: nothing is changed), adds the
 columns older versions lacked (the lease columns, ``checkpoint``) and the missing indexes. So every step is
 "if not already there", and on an empty database it is a plain create. Later revisions assume this
 schema and are ordinary, unconditional migrations.
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from stagegate.events.migrate import NotALedger
+from stagegate.events.migrate import ForeignTables
 
 revision: str = "0001_baseline"
 down_revision: str | Sequence[str] | None = None
@@ -155,7 +155,7 @@ def upgrade() -> None:
         have = {c["name"] for c in inspector.get_columns(table.name)}
         lacking = [c.name for c in table.columns if c.name not in have and c.name not in ADDED_COLUMNS]
         if lacking:
-            raise NotALedger(f"its table {table.name!r} has no column(s) {', '.join(lacking)}")
+            raise ForeignTables(f"its table {table.name!r} has no column(s) {', '.join(lacking)}")
         for column in table.columns:
             if column.name not in have:  # one of ADDED_COLUMNS: a ledger from before leases or checkpoints
                 op.add_column(table.name, column._copy())
