@@ -55,9 +55,6 @@ class ForeignTables(RuntimeError):
     """A database with tables of the schema's names that lack columns they always had: not stagegate's."""
 
 
-NotALedger = ForeignTables  # the ledger's case, by the name its callers know
-
-
 @dataclass(frozen=True)
 class Upgraded:
     """What :func:`upgrade` found and left: the revision before (None: no version table) and after."""
