@@ -19,6 +19,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from stagegate.cli_approvers import approvers_app
+from stagegate.cli_db import db_app
 from stagegate.cli_ops import register as register_ops
 from stagegate.cli_promotions import UnknownPromotion, promotions_app, resolve_id
 from stagegate.judge.cli import judge_app
@@ -119,6 +120,7 @@ connections_app = typer.Typer(
 app.add_typer(connections_app, name="connections")
 app.add_typer(promotions_app, name="promotions")
 app.add_typer(approvers_app, name="approvers")
+app.add_typer(db_app, name="db")
 
 
 @connections_app.command("validate")

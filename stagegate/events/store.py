@@ -17,9 +17,13 @@ Three guarantees the database itself keeps, whatever the number of processes:
 - **Legal moves only.** :meth:`EventStore.transition` checks :mod:`stagegate.ledger_states`'s table and
   writes with a compare-and-swap on the state it read, so two writers never both move one promotion.
 
-Schema creation does not race on a fresh database: ``CREATE ... IF NOT EXISTS`` under a transaction-level
-advisory lock on PostgreSQL (SQLite takes its file lock for each statement). Every connection has bounded
-timeouts (connect, statement, lock, pool), so an unreachable store fails fast instead of hanging a
+The tables are defined in stagegate/events/schema.py and re-exported here. The schema is made and
+changed by the Alembic migrations in stagegate/events/migrations
+(stagegate/events/migrate.py, docs/operations.md "Schema changes"). Opening a store reads the recorded
+revision with one query; only a database not at :data:`SCHEMA_HEAD` imports Alembic and upgrades, under a
+transaction-level advisory lock on PostgreSQL (``BEGIN IMMEDIATE`` on SQLite), so processes opening a fresh
+database at once do not race. A database written by newer stagegate is refused. Every connection has
+bounded timeouts (connect, statement, lock, pool), so an unreachable store fails fast instead of hanging a
 rollback.
 """
 
@@ -37,29 +41,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.exc import IntegrityError
 
+from stagegate.events.migrate import ensure
+from stagegate.events.schema import (  # the tables, re-exported: callers import them from here
+    LEASE_COLUMNS,
+    LEDGER,
+    OPEN,
+    SCHEMA_HEAD,
+    SCHEMA_LOCK,
+    VERSION_TABLE,
+    approver_tokens,
+    duplicates_message,
+    events,
+    metadata,
+    promotions,
+    schema_revision,
+    transitions,
+    verdicts,
+)
 from stagegate.ledger_states import (
     TERMINAL_STATES,
     IllegalTransition,
@@ -68,129 +75,28 @@ from stagegate.ledger_states import (
 )
 from stagegate.logs import ServedBatch
 
-metadata = MetaData()
-
-events = Table(
-    "events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("promotion_id", String(36), index=True),
-    Column("stage", String(16), index=True),
-    Column("step", Integer),
-    Column("request_id", Integer),
-    Column("t", Float),
-    Column("user_id", Integer, index=True),
-    Column("user_segment", Integer),
-    Column("device", Integer),
-    Column("hour", Integer),
-    Column("arm", Integer),
-    Column("model_version", String(32)),
-    Column("latency_ms", Float),
-    Column("error", Boolean),
-    Column("items", Text),
-    Column("shadow_items", Text, nullable=True),
-    Column("shadow_latency_ms", Float, nullable=True),
-    Column("n_clicks", Integer),
-    Column("n_purchases", Integer),
-    Column("revenue", Float),
-    Column("n_out_of_stock", Integer),
-    Column("shadow_n_out_of_stock", Integer, nullable=True),
-    Column("min_pscore", Float),
-)
-
-promotions = Table(
-    "promotions",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("model", String(200), nullable=False),
-    Column("version", String(32), nullable=False),
-    Column("policy_path", Text),
-    Column("policy", JSON),
-    Column("state", String(32), nullable=False),
-    Column("stage", String(16)),
-    Column("reason", Text),
-    Column("champion_version", String(32)),
-    Column("mlflow_run_id", String(64)),
-    Column("flow_run_id", String(64)),
-    Column("started_at", DateTime(timezone=True)),
-    Column("updated_at", DateTime(timezone=True)),
-    # the lease (see the module docstring); NULL on rows written before leases existed
-    Column("owner", String(200)),
-    Column("heartbeat_at", DateTime(timezone=True)),
-    Column("lease_expires_at", DateTime(timezone=True)),
-    # where a traffic stage's look loop stands (flows.stages.checkpoint), written after every step entered and
-    # every look, so that `stagegate resume` continues from the ledger; "resume_at" set while deferred
-    Column("checkpoint", JSON),
-)
-_TERMINAL = sorted(s.value for s in TERMINAL_STATES)
-_OPEN = promotions.c.state.not_in(_TERMINAL)
-#: At most one open promotion per model: the arbiter of racing `stagegate promote` runs.
-Index(
-    "uq_promotions_open_model",
-    promotions.c.model,
-    unique=True,
-    sqlite_where=_OPEN,
-    postgresql_where=_OPEN,
-)
-LEASE_COLUMNS = ("owner", "heartbeat_at", "lease_expires_at")
-#: Columns added after the first ledgers were written: an older ledger gets them at start-up.
-ADDED_COLUMNS = (*LEASE_COLUMNS, "checkpoint")
-
-transitions = Table(
-    "transitions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("promotion_id", String(36), index=True, nullable=False),
-    Column("from_state", String(32)),
-    Column("to_state", String(32), nullable=False),
-    Column("reason", Text),
-    Column("at", DateTime(timezone=True), nullable=False),
-)
-
-#: Who may answer an approval point: one token per approver, kept only as a salted scrypt digest
-#: (stagegate.identity); a row with ``revoked_at`` set proves nothing.
-approver_tokens = Table(
-    "approver_tokens",
-    metadata,
-    Column("name", String(200), primary_key=True),
-    Column("salt", String(64), nullable=False),
-    Column("digest", String(128), nullable=False),
-    Column("issued_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True)),
-)
-
-verdicts = Table(
-    "verdicts",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("promotion_id", String(36), index=True, nullable=False),
-    Column("stage", String(16), nullable=False),
-    Column("step", Integer),
-    Column("look", Integer),
-    Column("gate", String(200), nullable=False),
-    Column("metric", String(100)),
-    Column("outcome", String(16), nullable=False),
-    Column("action", String(16)),
-    Column("statistic", Float),
-    Column("threshold", Float),
-    Column("ci_low", Float),
-    Column("ci_high", Float),
-    Column("n", Integer),
-    Column("message", Text),
-    Column("at", DateTime(timezone=True), nullable=False),
-)
-
+_OPEN = OPEN
 __all__ = [
+    "LEASE_COLUMNS",
+    "SCHEMA_HEAD",
+    "SCHEMA_LOCK",
     "TERMINAL_STATES",
+    "VERSION_TABLE",
     "EventStore",
     "IllegalTransition",
     "PromotionInProgress",
+    "approver_tokens",
+    "duplicates_message",
+    "events",
     "lease_seconds",
+    "metadata",
     "owner_alive",
     "process_owner",
+    "promotions",
+    "schema_revision",
+    "transitions",
+    "verdicts",
 ]
-
-_SCHEMA_LOCK = 0x53474C44  # pg_advisory_xact_lock key for schema creation ("SGLD")
 
 
 class PromotionInProgress(RuntimeError):
@@ -217,7 +123,7 @@ def lease_seconds() -> float:
     return float(os.environ.get("STAGEGATE_LEASE_SECONDS", "120"))
 
 
-def _db_timeout() -> float:
+def db_timeout() -> float:
     """Seconds any one database call may take: ``STAGEGATE_DB_TIMEOUT`` (default 30 s)."""
     return float(os.environ.get("STAGEGATE_DB_TIMEOUT", "30"))
 
@@ -255,8 +161,9 @@ def owner_alive(owner: str | None) -> bool | None:
     return not (start and _process_start(pid) not in ("", start))
 
 
-def _engine(url: str) -> Engine:
-    timeout = _db_timeout()
+def store_engine(url: str) -> Engine:
+    """An engine for the store at ``url`` with bounded timeouts (connect, statement, lock, pool)."""
+    timeout = db_timeout()
     kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": timeout}
@@ -270,50 +177,10 @@ def _engine(url: str) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create the tables and indexes if missing, and add the newer columns to an older ledger."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # concurrent CREATE ... IF NOT EXISTS can still collide
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-        for table in metadata.sorted_tables:
-            conn.execute(CreateTable(table, if_not_exists=True))
-        _add_columns(conn)
-        for table in metadata.sorted_tables:
-            for index in sorted(table.indexes, key=lambda i: str(i.name)):
-                try:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-                except IntegrityError:
-                    raise RuntimeError(_duplicates_message(engine)) from None
-
-
-def _duplicates_message(engine: Engine) -> str:
-    """What to do with a ledger written before the unique index, that has two open promotions of a model."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(promotions.c.model, promotions.c.id).where(_OPEN)).all()
-    by_model: dict[str, list[str]] = {}
-    for model, pid in rows:
-        by_model.setdefault(model, []).append(pid)
-    twice = {m: ids for m, ids in by_model.items() if len(ids) > 1}
-    return (
-        f"the ledger at {engine.url.render_as_string(hide_password=True)} has more than one open promotion "
-        f"of a model ({twice}), which the one-open-promotion index forbids: set all but one of each to "
-        "state 'aborted' (UPDATE promotions SET state = 'aborted' WHERE id = ...), then run "
-        "`stagegate reconcile`"
-    )
-
-
-def _add_columns(conn: Connection) -> None:
-    present = {c["name"] for c in inspect(conn).get_columns("promotions")}
-    for name in ADDED_COLUMNS:
-        if name in present:
-            continue
-        column = promotions.c[name]
-        kind = column.type.compile(dialect=conn.dialect)
-        try:  # under the advisory lock on PostgreSQL; SQLite runs DDL one statement at a time
-            conn.execute(text(f"ALTER TABLE promotions ADD COLUMN {name} {kind}"))
-        except (OperationalError, ProgrammingError) as exc:  # another process added it first
-            if "duplicate" not in str(exc).lower() and "already exists" not in str(exc).lower():
-                raise
+def ensure_schema(engine: Engine) -> None:
+    """Make the database's schema the one this code uses: nothing but one query when it is at
+    :data:`SCHEMA_HEAD`, else an upgrade (stagegate.events.migrate, which refuses a newer database)."""
+    ensure(engine, LEDGER, timeout=db_timeout())
 
 
 def deferred_until(row: Mapping[str, Any], now: datetime | None = None) -> datetime | None:
@@ -342,8 +209,8 @@ class EventStore:
     def __init__(self, url: str, owner: str | None = None) -> None:
         self.url = url
         self.owner = owner or process_owner()
-        self.engine: Engine = _engine(url)
-        create_schema(self.engine)
+        self.engine: Engine = store_engine(url)
+        ensure_schema(self.engine)
 
     def __repr__(self) -> str:  # never the password
         return f"EventStore({self.engine.url.render_as_string(hide_password=True)!r})"

@@ -15,6 +15,11 @@ Tables (SQLAlchemy Core; SQLite file or PostgreSQL by URL):
 - ``judge_looks``: one row per counted look: its number, window, request count, traffic allocation,
   evidence blob and the JSON answer. ``(rollout, revision, number)`` is unique, so two judges (or two
   requests) racing to record the same look cannot both count it: the loser reads the winner's row.
+
+The schema is kept by Alembic migrations (stagegate/judge/migrations, :data:`JUDGE_SCHEMA`), as the
+ledger's is: opening the state reads the recorded revision with one query and upgrades only when it is
+not :data:`JUDGE_HEAD`; a state database made before migrations is adopted, one written by newer stagegate
+refused.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +54,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from stagegate.events.migrate import ensure
 from stagegate.evidence import ArmSample, Evidence
+from stagegate.schema_version import Schema
 
 metadata = MetaData()
 
@@ -82,6 +90,20 @@ looks = Table(
     Column("answer", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("rollout", "revision", "number", name="uq_judge_look"),
+)
+
+#: The newest of the judge's migrations (stagegate/judge/migrations/versions); tests/judge/test_state.py
+#: checks it is the scripts' head.
+JUDGE_HEAD = "0001_judge_baseline"
+#: The judge's tables under migrations: its own version table and lock, so that they can share a database
+#: with the ledger (stagegate/events/schema.py LEDGER), as on the stack.
+JUDGE_SCHEMA = Schema(
+    what="judge state",
+    scripts=Path(__file__).with_name("migrations"),
+    version_table="stagegate_judge_alembic_version",
+    head=JUDGE_HEAD,
+    lock=0x53474A44,  # pg_advisory_xact_lock key ("SGJD")
+    metadata=metadata,
 )
 
 
@@ -182,7 +204,7 @@ class JudgeState:
         elif url.startswith("postgresql"):
             kwargs["connect_args"] = {"connect_timeout": 10}
         self.engine: Engine = create_engine(url, **kwargs)
-        metadata.create_all(self.engine)
+        ensure(self.engine, JUDGE_SCHEMA, timeout=30)  # one query when at JUDGE_HEAD, else an upgrade
 
     def __repr__(self) -> str:  # never the password
         return f"JudgeState({self.engine.url.render_as_string(hide_password=True)!r})"

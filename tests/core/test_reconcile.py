@@ -490,12 +490,12 @@ def test_an_interrupted_process_rolls_back_within_its_bounds_when_the_registry_h
 
 def test_a_real_unreachable_database_is_the_same_as_a_dead_ledger(world: SimpleNamespace) -> None:
     """The store's own client, pointed at a port where no database listens (the database went away)."""
-    from stagegate.events.store import _engine
+    from stagegate.events.store import store_engine
 
     pid = open_canary(world)
     cut = EventStore.__new__(EventStore)  # the same store object, its server gone
     cut.__dict__.update(
-        world.events.__dict__, engine=_engine("postgresql+psycopg://postgres@127.0.0.1:9/gone")
+        world.events.__dict__, engine=store_engine("postgresql+psycopg://postgres@127.0.0.1:9/gone")
     )
     started = time.monotonic()
     report = roll_back_promotion(
