@@ -31,15 +31,21 @@ def use_stack_env() -> dict[str, str]:
 
 
 def up(
-    prefect_port: int = typer.Option(4200, help="Prefect server (UI and API)"),
-    mlflow_port: int = typer.Option(5000, help="MLflow server (UI and API)"),
-    s3_port: int = typer.Option(8333, help="S3 endpoint (SeaweedFS)"),
+    prefect_port: int = typer.Option(
+        4200, envvar="STAGEGATE_PREFECT_PORT", help="Prefect server (UI and API)"
+    ),
+    mlflow_port: int = typer.Option(5000, envvar="STAGEGATE_MLFLOW_PORT", help="MLflow server (UI and API)"),
+    s3_port: int = typer.Option(8333, envvar="STAGEGATE_S3_PORT", help="S3 endpoint (SeaweedFS)"),
     postgres: str = typer.Option(
         None,
         envvar="STAGEGATE_POSTGRES_URL",
         help="PostgreSQL URL (postgresql://user@host:5432/postgres) for the Prefect server's database "
-        "(SQLite locks under concurrent use); default $STAGEGATE_POSTGRES_URL, else SQLite",
+        "(SQLite locks under concurrent use); default $STAGEGATE_POSTGRES_URL, else "
+        "postgresql://postgres@127.0.0.1:5432/postgres if it answers within 2 s, else SQLite",
         show_default=False,
+    ),
+    sqlite: bool = typer.Option(
+        False, "--sqlite", help="the Prefect server on SQLite even when a PostgreSQL server answers"
     ),
     registry_on_postgres: bool = typer.Option(
         False,
@@ -53,7 +59,16 @@ def up(
 ) -> None:
     """Start the local stack: Prefect server, MLflow server, S3 (SeaweedFS), a process worker, deployments."""
     quiet_environment()
-    from stagegate.stack import COMPONENTS, Stack, StackConfig, StackError, describe, shell_exports
+    from stagegate.stack import (
+        COMPONENTS,
+        LOCAL_POSTGRES,
+        Stack,
+        StackConfig,
+        StackError,
+        describe,
+        postgres_answers,
+        shell_exports,
+    )
 
     components = tuple(only) if only else COMPONENTS
     unknown = sorted(set(components) - set(COMPONENTS))
@@ -61,6 +76,13 @@ def up(
         typer.secho(f"unknown components {unknown}; choose from {list(COMPONENTS)}", err=True, fg="red")
         raise typer.Exit(BAD_INPUT)
     stack = Stack.from_env()
+    if not postgres and not sqlite and "prefect" in components and postgres_answers(LOCAL_POSTGRES):
+        # SQLite locks under concurrent writes (an approval fails with 503): PostgreSQL wherever one answers
+        postgres = LOCAL_POSTGRES
+        typer.echo(
+            f"PostgreSQL answers at {LOCAL_POSTGRES}: the Prefect server's database goes there "
+            "(--sqlite keeps it on SQLite)"
+        )
     config = StackConfig(
         ports={"prefect": prefect_port, "mlflow": mlflow_port, "s3": s3_port},
         postgres_url=postgres or None,
@@ -77,8 +99,8 @@ def up(
     typer.echo(describe(state))
     if not postgres and "prefect" in components:
         typer.secho(
-            "the Prefect server is on SQLite, which locks under concurrent writes (an approval can fail "
-            "with 503): pass --postgres URL or set STAGEGATE_POSTGRES_URL",
+            "the Prefect server is on SQLite, which locks under concurrent writes (an approval in the UI can "
+            "fail with 503): pass --postgres URL or set STAGEGATE_POSTGRES_URL",
             err=True,
             fg="yellow",
         )

@@ -13,7 +13,8 @@ the embedded mode uses (``<workspace>/mlflow.db``, artifacts in ``<workspace>/ml
 stays ``<workspace>/events.db``, so a model registered before ``up`` is there after it, and what is done
 while the stack runs is there after ``down``. The Prefect server keeps its own database (orchestration
 state only: flow runs, deployments): SQLite in ``stack/prefect.db``, or, with a PostgreSQL URL (``--postgres``
-or ``$STAGEGATE_POSTGRES_URL``), the database ``<prefix>_prefect`` there (created if missing). SQLite
+or ``$STAGEGATE_POSTGRES_URL``), the database ``<prefix>_prefect`` there (created if missing; the prefix is
+``stagegate_`` and a hash of the workspace's path, so that workspaces do not share one). SQLite
 locks under concurrent writers (platform_facts.md; docs/operations.md has the measurement), so a
 PostgreSQL URL is the setting for anything with people in the loop. ``registry_on_postgres`` moves MLflow
 and the ledger to PostgreSQL too (``<prefix>_mlflow``, ``<prefix>_events``): refused while the workspace's
@@ -124,7 +125,9 @@ class StackConfig:
     components: tuple[str, ...] = COMPONENTS
     deploy: bool = True  # apply infra/prefect.yaml once the worker runs
     notify_url: str | None = None  # a Webhook block and an automation for stagegate's events
-    db_prefix: str = "stagegate"  # database names on PostgreSQL: <prefix>_prefect, _mlflow, _events
+    # database names on PostgreSQL: <prefix>_prefect, _mlflow, _events; default stagegate_<hash of the
+    # workspace's path>, so that two workspaces on one PostgreSQL server never share a Prefect database
+    db_prefix: str | None = None
 
 
 @dataclass
@@ -250,6 +253,12 @@ class Stack:
         }
         dbs.update({c: f"{drivers[c]}://{base}/{names[c]}" for c in on_pg})
         return dbs
+
+    def default_db_prefix(self) -> str:
+        """``stagegate_<8 hex digits of the workspace's path>``: one set of databases per workspace."""
+        import hashlib
+
+        return "stagegate_" + hashlib.sha1(str(self.workspace.root).encode()).hexdigest()[:8]
 
     def embedded_contents(self) -> dict[str, int]:
         """What the workspace's own registry and ledger hold: registered models, promotions, approvers."""
@@ -428,7 +437,8 @@ class Stack:
                     "them), or use a new STAGEGATE_HOME for a registry on PostgreSQL."
                 )
         started = time.monotonic()
-        dbs = self._databases(config.postgres_url, config.db_prefix, config.registry_on_postgres)
+        prefix = config.db_prefix or self.default_db_prefix()
+        dbs = self._databases(config.postgres_url, prefix, config.registry_on_postgres)
         urls = self._urls(config.ports)
         timings: dict[str, float] = {}
         env = {
@@ -613,6 +623,28 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user}@{host}"
 
 
+LOCAL_POSTGRES = (
+    "postgresql://postgres@127.0.0.1:5432/postgres"  # where `up` looks when nothing is configured
+)
+
+
+def postgres_answers(url: str, timeout: float = 2.0) -> bool:
+    """A PostgreSQL server accepts a connection at ``url`` within ``timeout`` seconds."""
+    from sqlalchemy import create_engine, text
+
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = create_engine(url, connect_args={"connect_timeout": max(1, round(timeout))})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _create_databases(postgres_url: str, names: list[str]) -> None:
     from sqlalchemy import create_engine, text
 
@@ -737,6 +769,7 @@ def bind_to_stack(environ: MutableMapping[str, str] | None = None, health_timeou
 
 
 __all__ = [
+    "LOCAL_POSTGRES",
     "Binding",
     "Stack",
     "StackConfig",
@@ -745,5 +778,6 @@ __all__ = [
     "bind_to_stack",
     "describe",
     "free_port",
+    "postgres_answers",
     "shell_exports",
 ]

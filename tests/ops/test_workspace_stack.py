@@ -52,7 +52,7 @@ def test_the_stack_serves_the_workspace_and_down_leaves_it_embedded(tmp_path: Pa
     ports = {"prefect": free_port(), "mlflow": free_port()}
     up = _run(
         env,
-        *("up", "--only", "prefect", "--only", "mlflow", "--no-deploy"),
+        *("up", "--only", "prefect", "--only", "mlflow", "--no-deploy", "--sqlite"),
         *("--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"])),
         timeout=240,
     )
