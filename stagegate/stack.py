@@ -26,9 +26,9 @@ the stack (:func:`bind_to_stack`, called at CLI start): no exports. ``down`` sto
 moves ``stack.json`` aside (``stack.last.json``), so the workspace is embedded again.
 
 Everything lives in ``<workspace>/stack/``: ``pids/<name>.pid``, ``logs/<name>.log``, the data folders, and
-``stack.json`` with the addresses and the environment a client needs (``stagegate stack env`` prints it
-as shell exports). Each process gets its own session, so ``down`` signals exactly the process groups that
-``up`` started, by the ids in the pid files, and nothing else.
+``stack.json`` with the addresses and the environment a client needs (``up`` prints it as shell exports,
+for tools other than ``stagegate``). Each process gets its own session, so ``down`` signals exactly the
+process groups that ``up`` started, by the ids in the pid files, and nothing else.
 """
 
 from __future__ import annotations
