@@ -761,7 +761,10 @@ def bind_to_stack(environ: MutableMapping[str, str] | None = None, health_timeou
             "`stagegate up` restart it",
         )
     applied = {}
+    started = state.get("components", COMPONENTS)
     for key, value in state.get("env", {}).items():
+        if key == "PREFECT_API_URL" and "prefect" not in started:  # e.g. `up --only s3`
+            continue
         if not environ.get(key):
             environ[key] = value
             applied[key] = value
