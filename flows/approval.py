@@ -301,13 +301,16 @@ def wait_for_approval(ctx: PromotionContext, point: str, evidence_note: str) -> 
     )
     stage = watched_stage(ctx)
     monitor = start_monitor(ctx, stage, flow_run_id) if stage else None
-    logger.info(
-        "waiting for approval %s; guardrail monitor: %s",
-        point,
-        f"{monitor.kind} on {stage}" if monitor else "none (the candidate carries no traffic)",
-    )
     ui = prefect_ui_url()
     run_url = f"{ui}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
+    logger.info(
+        "waiting for approval %s; guardrail monitor: %s; answer with `stagegate approve %s --approver NAME "
+        "--reason WHY` (or `reject`)%s",
+        point,
+        f"{monitor.kind} on {stage}" if monitor else "none (the candidate carries no traffic)",
+        ctx.promotion_id,
+        f" or the Resume form at {run_url}" if run_url else "",
+    )
     notify(
         "paused",
         **announce,

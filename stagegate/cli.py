@@ -53,19 +53,38 @@ def _extension_commands() -> dict[str, Any]:
     return commands
 
 
+BAD_INPUT = 2
+NOT_PROMOTED = 3  # `stagegate promote` ran to its end and the candidate was rejected or rolled back
+DEFERRED = 4  # the next look is due later than the clock may wait: `stagegate resume ID` then
+
 app = typer.Typer(
     cls=_WithExtensions,
     help="Staged model promotion: offline, simulation, shadow, canary, rollout.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+UNBOUND = {"up", "down", "demo"}  # start or stop the stack; the demo has its own workspace (--interactive
+# binds to the stack itself)
+
+
+@app.callback()
+def _use_the_workspace_stack(ctx: typer.Context) -> None:
+    """Every command of a workspace whose stack runs (`stagegate up`) uses that stack: no exports."""
+    if ctx.invoked_subcommand in UNBOUND:
+        return
+    from stagegate.stack import bind_to_stack
+
+    binding = bind_to_stack()
+    if binding.state == "refused":
+        typer.secho(binding.message, err=True, fg=typer.colors.RED)
+        raise typer.Exit(BAD_INPUT)
+    if binding.message:
+        typer.secho(binding.message, err=True, fg=typer.colors.YELLOW)
+
+
 policy_app = typer.Typer(help="Promotion policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(judge_app, name="judge")
-
-BAD_INPUT = 2
-NOT_PROMOTED = 3  # `stagegate promote` ran to its end and the candidate was rejected or rolled back
-DEFERRED = 4  # the next look is due later than the clock may wait: `stagegate resume ID` then
 
 
 def _fail(message: str) -> typer.Exit:

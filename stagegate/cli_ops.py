@@ -23,23 +23,35 @@ BAD_INPUT = 2
 
 
 def use_stack_env() -> dict[str, str]:
-    """Point this process at the workspace's running stack, unless the environment already names an API."""
-    from stagegate.stack import Stack
+    """Point this process at the workspace's running stack (what the CLI's callback does for every
+    command), unless the environment already names the servers; returns what it set."""
+    from stagegate.stack import bind_to_stack
 
-    env = Stack.from_env().client_env()
-    for key, value in env.items():
-        if key == "PREFECT_API_URL" and os.environ.get("PREFECT_API_URL"):
-            continue
-        os.environ.setdefault(key, value)
-    return env
+    return bind_to_stack().applied
 
 
 def up(
-    prefect_port: int = typer.Option(4200, help="Prefect server (UI and API)"),
-    mlflow_port: int = typer.Option(5000, help="MLflow server (UI and API)"),
-    s3_port: int = typer.Option(8333, help="S3 endpoint (SeaweedFS)"),
+    prefect_port: int = typer.Option(
+        4200, envvar="STAGEGATE_PREFECT_PORT", help="Prefect server (UI and API)"
+    ),
+    mlflow_port: int = typer.Option(5000, envvar="STAGEGATE_MLFLOW_PORT", help="MLflow server (UI and API)"),
+    s3_port: int = typer.Option(8333, envvar="STAGEGATE_S3_PORT", help="S3 endpoint (SeaweedFS)"),
     postgres: str = typer.Option(
-        None, help="PostgreSQL URL (postgresql://user@host:5432/postgres); SQLite files when omitted"
+        None,
+        envvar="STAGEGATE_POSTGRES_URL",
+        help="PostgreSQL URL (postgresql://user@host:5432/postgres) for the Prefect server's database "
+        "(SQLite locks under concurrent use); default $STAGEGATE_POSTGRES_URL, else "
+        "postgresql://postgres@127.0.0.1:5432/postgres if it answers within 2 s, else SQLite",
+        show_default=False,
+    ),
+    sqlite: bool = typer.Option(
+        False, "--sqlite", help="the Prefect server on SQLite even when a PostgreSQL server answers"
+    ),
+    registry_on_postgres: bool = typer.Option(
+        False,
+        "--registry-on-postgres",
+        help="MLflow's registry and the ledger on PostgreSQL too, instead of this workspace's own files "
+        "(refused while those hold anything: nothing is moved)",
     ),
     only: list[str] = typer.Option(None, help="start only these components: s3, prefect, mlflow, worker"),
     deploy: bool = typer.Option(True, help="apply infra/prefect.yaml once the worker runs"),
@@ -47,7 +59,16 @@ def up(
 ) -> None:
     """Start the local stack: Prefect server, MLflow server, S3 (SeaweedFS), a process worker, deployments."""
     quiet_environment()
-    from stagegate.stack import COMPONENTS, Stack, StackConfig, StackError, describe, shell_exports
+    from stagegate.stack import (
+        COMPONENTS,
+        LOCAL_POSTGRES,
+        Stack,
+        StackConfig,
+        StackError,
+        describe,
+        postgres_answers,
+        shell_exports,
+    )
 
     components = tuple(only) if only else COMPONENTS
     unknown = sorted(set(components) - set(COMPONENTS))
@@ -55,9 +76,17 @@ def up(
         typer.secho(f"unknown components {unknown}; choose from {list(COMPONENTS)}", err=True, fg="red")
         raise typer.Exit(BAD_INPUT)
     stack = Stack.from_env()
+    if not postgres and not sqlite and "prefect" in components and postgres_answers(LOCAL_POSTGRES):
+        # SQLite locks under concurrent writes (an approval fails with 503): PostgreSQL wherever one answers
+        postgres = LOCAL_POSTGRES
+        typer.echo(
+            f"PostgreSQL answers at {LOCAL_POSTGRES}: the Prefect server's database goes there "
+            "(--sqlite keeps it on SQLite)"
+        )
     config = StackConfig(
         ports={"prefect": prefect_port, "mlflow": mlflow_port, "s3": s3_port},
-        postgres_url=postgres,
+        postgres_url=postgres or None,
+        registry_on_postgres=registry_on_postgres,
         components=components,
         deploy=deploy,
         notify_url=notify_url,
@@ -68,7 +97,17 @@ def up(
         typer.secho(str(exc), err=True, fg="red")
         raise typer.Exit(1) from None
     typer.echo(describe(state))
-    typer.echo(f"\nlogs and pid files: {stack.root}\nto use the stack from a shell:\n")
+    if not postgres and "prefect" in components:
+        typer.secho(
+            "the Prefect server is on SQLite, which locks under concurrent writes (an approval in the UI can "
+            "fail with 503): pass --postgres URL or set STAGEGATE_POSTGRES_URL",
+            err=True,
+            fg="yellow",
+        )
+    typer.echo(
+        f"\nlogs and pid files: {stack.root}\nevery stagegate command of this workspace uses the stack "
+        "now (no exports needed); `stagegate down` stops it. For another shell tool (prefect, mlflow):\n"
+    )
     typer.echo(shell_exports(state["env"]))
 
 
@@ -76,8 +115,15 @@ def down() -> None:
     """Stop the local stack started by `stagegate up` in this workspace."""
     from stagegate.stack import Stack
 
-    stopped = Stack.from_env().down()
+    stack = Stack.from_env()
+    on_postgres = stack.state().get("registry") == "postgres"
+    stopped = stack.down()
     typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+    ws = stack.workspace
+    typer.echo(
+        f"embedded again: registry {ws.root / 'mlflow.db'}, ledger {ws.root / 'events.db'}"
+        + (" (the stack's registry and ledger stay on PostgreSQL)" if on_postgres else "")
+    )
 
 
 def _flow_run_id(run: str) -> str:
@@ -104,7 +150,7 @@ def _answer(
     run: str, approve: bool, approver: str | None, reason: str, wait: float, token: str | None
 ) -> None:
     quiet_environment()
-    use_stack_env()
+    use_stack_env()  # already done by the CLI's callback; kept for callers of _answer outside the CLI
     approver = approver or os.environ.get("STAGEGATE_APPROVER") or os.environ.get("USER") or ""
     if not approver:
         typer.secho("who answers? pass --approver NAME (or set STAGEGATE_APPROVER)", err=True, fg="red")

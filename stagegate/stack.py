@@ -8,13 +8,27 @@
 | worker  | `prefect worker start --type process` on the pool ``stagegate``, then the deployments of
              infra/prefect.yaml (promote, guardrail-monitor) | - |
 
-SQLite files by default; with a PostgreSQL URL each component gets its own database there (created if
-missing): ``stagegate_prefect``, ``stagegate_mlflow``, ``stagegate_events``.
+The stack serves the workspace's own registry and ledger: MLflow's server runs on the same backend store
+the embedded mode uses (``<workspace>/mlflow.db``, artifacts in ``<workspace>/mlartifacts``) and the ledger
+stays ``<workspace>/events.db``, so a model registered before ``up`` is there after it, and what is done
+while the stack runs is there after ``down``. The Prefect server keeps its own database (orchestration
+state only: flow runs, deployments): SQLite in ``stack/prefect.db``, or, with a PostgreSQL URL (``--postgres``
+or ``$STAGEGATE_POSTGRES_URL``), the database ``<prefix>_prefect`` there (created if missing; the prefix is
+``stagegate_`` and a hash of the workspace's path, so that workspaces do not share one). SQLite
+locks under concurrent writers (platform_facts.md; docs/operations.md has the measurement), so a
+PostgreSQL URL is the setting for anything with people in the loop. ``registry_on_postgres`` moves MLflow
+and the ledger to PostgreSQL too (``<prefix>_mlflow``, ``<prefix>_events``): refused while the workspace's
+own registry or ledger holds anything, since MLflow cannot copy runs, metrics and artifacts across
+backends and a partial copy would be a second, different registry.
+
+While ``stack.json`` is present and its servers answer, every ``stagegate`` command of the workspace uses
+the stack (:func:`bind_to_stack`, called at CLI start): no exports. ``down`` stops the processes and
+moves ``stack.json`` aside (``stack.last.json``), so the workspace is embedded again.
 
 Everything lives in ``<workspace>/stack/``: ``pids/<name>.pid``, ``logs/<name>.log``, the data folders, and
-``stack.json`` with the addresses and the environment a client needs (``stagegate stack env`` prints it
-as shell exports). Each process gets its own session, so ``down`` signals exactly the process groups that
-``up`` started, by the ids in the pid files, and nothing else.
+``stack.json`` with the addresses and the environment a client needs (``up`` prints it as shell exports,
+for tools other than ``stagegate``). Each process gets its own session, so ``down`` signals exactly the
+process groups that ``up`` started, by the ids in the pid files, and nothing else.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,14 +113,21 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+POSTGRES_ENV = "STAGEGATE_POSTGRES_URL"  # the PostgreSQL URL `up` uses when --postgres is not given
+REQUIRED = ("prefect", "mlflow")  # what a client of the stack talks to
+
+
 @dataclass
 class StackConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
-    postgres_url: str | None = None  # e.g. postgresql://postgres@127.0.0.1:5432/postgres
+    postgres_url: str | None = None  # the Prefect server's database, e.g. postgresql://postgres@host/postgres
+    registry_on_postgres: bool = False  # MLflow and the ledger on PostgreSQL too (an empty workspace only)
     components: tuple[str, ...] = COMPONENTS
     deploy: bool = True  # apply infra/prefect.yaml once the worker runs
     notify_url: str | None = None  # a Webhook block and an automation for stagegate's events
-    db_prefix: str = "stagegate"  # database names on PostgreSQL: <prefix>_prefect, _mlflow, _events
+    # database names on PostgreSQL: <prefix>_prefect, _mlflow, _events; default stagegate_<hash of the
+    # workspace's path>, so that two workspaces on one PostgreSQL server never share a Prefect database
+    db_prefix: str | None = None
 
 
 @dataclass
@@ -204,24 +225,59 @@ class Stack:
             "s3": f"http://127.0.0.1:{ports['s3']}",
         }
 
-    def _databases(self, postgres_url: str | None, prefix: str = "stagegate") -> dict[str, str]:
+    def _databases(
+        self, postgres_url: str | None, prefix: str = "stagegate", registry_on_postgres: bool = False
+    ) -> dict[str, str]:
+        """prefect, mlflow, events -> URL. The registry and ledger are the workspace's own files unless
+        ``registry_on_postgres``; the Prefect server's database is on PostgreSQL whenever a URL is given."""
+        dbs = {
+            "prefect": f"sqlite+aiosqlite:///{self.root / 'prefect.db'}",
+            "mlflow": f"sqlite:///{self.workspace.root / 'mlflow.db'}",
+            "events": f"sqlite:///{self.workspace.root / 'events.db'}",
+        }
+        if registry_on_postgres and not postgres_url:
+            raise StackError("the registry on PostgreSQL needs a PostgreSQL URL (--postgres)")
         if not postgres_url:
-            return {
-                "prefect": f"sqlite+aiosqlite:///{self.root / 'prefect.db'}",
-                "mlflow": f"sqlite:///{self.root / 'mlflow.db'}",
-                "events": f"sqlite:///{self.root / 'events.db'}",
-            }
+            return dbs
+        on_pg = ["prefect", "mlflow", "events"] if registry_on_postgres else ["prefect"]
         base = postgres_url.split("://", 1)[1].rsplit("/", 1)[0]
-        names = {c: f"{prefix}_{c}" for c in ("prefect", "mlflow", "events")}
+        names = {c: f"{prefix}_{c}" for c in on_pg}
         _create_databases(postgres_url, list(names.values()))
         # The password goes to a pgpass file (mode 0600) that libpq and asyncpg read through PGPASSFILE;
         # no URL that is written (stack.json, logs, exports, command lines) carries it.
         base = self._keep_password(base, list(names.values()))
-        return {
-            "prefect": f"postgresql+asyncpg://{base}/{names['prefect']}",
-            "mlflow": f"postgresql+psycopg://{base}/{names['mlflow']}",
-            "events": f"postgresql+psycopg://{base}/{names['events']}",
+        drivers = {
+            "prefect": "postgresql+asyncpg",
+            "mlflow": "postgresql+psycopg",
+            "events": "postgresql+psycopg",
         }
+        dbs.update({c: f"{drivers[c]}://{base}/{names[c]}" for c in on_pg})
+        return dbs
+
+    def default_db_prefix(self) -> str:
+        """``stagegate_<8 hex digits of the workspace's path>``: one set of databases per workspace."""
+        import hashlib
+
+        return "stagegate_" + hashlib.sha1(str(self.workspace.root).encode()).hexdigest()[:8]
+
+    def embedded_contents(self) -> dict[str, int]:
+        """What the workspace's own registry and ledger hold: registered models, promotions, approvers."""
+        import sqlite3
+
+        counts = {"registered models": 0, "promotions": 0, "approvers": 0}
+        for file, table, key in (
+            ("mlflow.db", "registered_models", "registered models"),
+            ("events.db", "promotions", "promotions"),
+            ("events.db", "approver_tokens", "approvers"),
+        ):
+            path = self.workspace.root / file
+            if not path.exists():
+                continue
+            connect = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            # no such table: nothing there
+            with contextlib.closing(connect) as conn, contextlib.suppress(sqlite3.OperationalError):
+                counts[key] = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        return counts
 
     @property
     def pgpass_path(self) -> Path:
@@ -296,7 +352,10 @@ class Stack:
         self._spawn("prefect", args, env)
         return self._wait_healthy("prefect", lambda: http_ok(f"http://127.0.0.1:{port}/api/health"), 120)
 
-    def _start_mlflow(self, port: int, db_url: str, s3_url: str) -> float:
+    def _start_mlflow(self, port: int, db_url: str, s3_url: str, artifacts: Path | None = None) -> float:
+        """The MLflow server on ``db_url``. With ``artifacts`` (the workspace's registry), new experiments
+        keep their artifacts in that folder, as the embedded mode does, and clients read and write them
+        there directly, so that they stay readable after `down`; otherwise the server proxies them to S3."""
         env = {
             **QUIET,
             "MLFLOW_S3_ENDPOINT_URL": s3_url,
@@ -318,9 +377,12 @@ class Stack:
             "1",
             "--backend-store-uri",
             db_url,
-            "--artifacts-destination",
-            f"s3://{BUCKET}/artifacts",
         ]
+        if artifacts is not None:
+            artifacts.mkdir(parents=True, exist_ok=True)
+            args += ["--default-artifact-root", artifacts.as_uri(), "--no-serve-artifacts"]
+        else:
+            args += ["--artifacts-destination", f"s3://{BUCKET}/artifacts"]
         self._spawn("mlflow", args, env)
         return self._wait_healthy("mlflow", lambda: http_ok(f"http://127.0.0.1:{port}/health"), 120)
 
@@ -364,8 +426,19 @@ class Stack:
             port = config.ports.get(name)
             if name in wanted and port is not None and not port_is_free(port):
                 raise StackError(f"port {port} for {name} is taken; pass another one")
+        if config.registry_on_postgres:
+            held = {k: v for k, v in self.embedded_contents().items() if v}
+            if held:
+                raise StackError(
+                    f"this workspace's own registry and ledger ({self.workspace.root}) hold "
+                    + ", ".join(f"{v} {k}" for k, v in held.items())
+                    + "; with the registry on PostgreSQL the stack would serve an empty one and they would "
+                    "not be there. Run `stagegate up` without --registry-on-postgres (the stack then serves "
+                    "them), or use a new STAGEGATE_HOME for a registry on PostgreSQL."
+                )
         started = time.monotonic()
-        dbs = self._databases(config.postgres_url, config.db_prefix)
+        prefix = config.db_prefix or self.default_db_prefix()
+        dbs = self._databases(config.postgres_url, prefix, config.registry_on_postgres)
         urls = self._urls(config.ports)
         timings: dict[str, float] = {}
         env = {
@@ -376,11 +449,14 @@ class Stack:
         }
         if "mlflow" in wanted:
             env["STAGEGATE_MLFLOW_URI"] = urls["mlflow"]
-        if config.postgres_url:
+        if config.registry_on_postgres:
             env["STAGEGATE_EVENTS_URL"] = dbs["events"]
+        if config.postgres_url:
             env.update(self._pg_env())
         state = {
             "workspace": str(self.workspace.root),
+            "registry": "postgres" if config.registry_on_postgres else "workspace",
+            "artifacts": "s3" if config.registry_on_postgres else str(self.workspace.artifact_root),
             "ports": config.ports,
             "urls": urls,
             "databases": {k: _redact(v) for k, v in dbs.items()},
@@ -399,7 +475,11 @@ class Stack:
                     )
                 if "mlflow" in wanted:
                     futures["mlflow"] = pool.submit(
-                        self._start_mlflow, config.ports["mlflow"], dbs["mlflow"], urls["s3"]
+                        self._start_mlflow,
+                        config.ports["mlflow"],
+                        dbs["mlflow"],
+                        urls["s3"],
+                        None if config.registry_on_postgres else self.workspace.artifact_root,
                     )
                 for name, future in futures.items():
                     timings[name] = future.result()
@@ -444,6 +524,8 @@ class Stack:
                 _stop_group(pid, min(timeout, 3.0) if name == "worker" else timeout)
                 stopped.append(name)
             self.pid_path(name).unlink(missing_ok=True)
+        if self.state_path.exists():  # the workspace is embedded again; the last stack's record stays
+            self.state_path.replace(self.root / "stack.last.json")
         return stopped
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -539,19 +621,47 @@ def _redact(url: str) -> str:
     return redact_url(url)
 
 
+LOCAL_POSTGRES = (
+    "postgresql://postgres@127.0.0.1:5432/postgres"  # where `up` looks when nothing is configured
+)
+
+
+def postgres_answers(url: str, timeout: float = 2.0) -> bool:
+    """A PostgreSQL server accepts a connection at ``url`` within ``timeout`` seconds."""
+    from sqlalchemy import create_engine, text
+
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = create_engine(url, connect_args={"connect_timeout": max(1, round(timeout))})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _create_databases(postgres_url: str, names: list[str]) -> None:
     from sqlalchemy import create_engine, text
 
     url = postgres_url
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    # A server that is down is reported in a few seconds, not after libpq's default wait.
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     try:
         with engine.connect() as conn:
             existing = {r[0] for r in conn.execute(text("SELECT datname FROM pg_database"))}
             for name in names:
                 if name not in existing:
                     conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        raise StackError(
+            f"PostgreSQL at {_redact(postgres_url)} is not usable: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     finally:
         engine.dispose()
 
@@ -564,14 +674,111 @@ def shell_exports(env: Mapping[str, str]) -> str:
 
 def describe(state: Mapping[str, Any]) -> str:
     urls = state.get("urls", {})
+    dbs = state.get("databases", {})
     lines = [
         f"Prefect UI   {urls.get('prefect_ui')}",
         f"MLflow UI    {urls.get('mlflow')}",
         f"S3 endpoint  {urls.get('s3')} (bucket {BUCKET})",
         f"workspace    {state.get('workspace')}",
+        f"registry: {_where(dbs.get('mlflow', ''))}, ledger: {_where(dbs.get('events', ''))}"
+        + (" (this workspace's own, as without the stack)" if state.get("registry") == "workspace" else ""),
+        f"prefect db   {_where(dbs.get('prefect', ''))}",
         "timings (s)  " + ", ".join(f"{k} {v}" for k, v in state.get("timings", {}).items()),
     ]
     return "\n".join(lines)
 
 
-__all__ = ["Stack", "StackConfig", "StackError", "asdict", "describe", "free_port", "shell_exports"]
+def _where(url: str) -> str:
+    """A database URL as a person reads it: a SQLite URL as its file, any other without its password."""
+    if url.startswith("sqlite"):
+        return url.split(":///", 1)[-1]
+    return _redact(url)
+
+
+# -- the workspace's commands use its stack ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What :func:`bind_to_stack` found: ``none`` (no stack recorded), ``up`` (its environment applied),
+    ``down`` (recorded, its servers gone: embedded mode), ``refused`` (the command must not run)."""
+
+    state: str
+    message: str = ""
+    applied: dict[str, str] = field(default_factory=dict)
+
+
+def bind_to_stack(environ: MutableMapping[str, str] | None = None, health_timeout: float = 2.0) -> Binding:
+    """Apply the client environment of the workspace's running stack to ``environ`` (default
+    ``os.environ``), so that every command of the workspace uses the stack without exports. A variable
+    already set wins (an explicit ``PREFECT_API_URL`` or ``STAGEGATE_MLFLOW_URI``).
+
+    A stack recorded but down (its processes gone, e.g. after a reboot): the workspace's own registry and
+    ledger are what the stack served, so the command runs embedded and the message says so; when the
+    stack's registry or ledger were on PostgreSQL, embedded mode would show another registry, so it is
+    refused. A process that is alive but does not answer within ``health_timeout`` is refused too: a
+    client would otherwise wait minutes on its retries. Reads a small JSON file and checks pids and two
+    health endpoints; imports nothing heavy.
+    """
+    environ = os.environ if environ is None else environ
+    root = Path(environ.get("STAGEGATE_HOME") or ".stagegate").resolve()
+    stack = Stack(Workspace(root))
+    try:
+        state = stack.state()
+    except (OSError, ValueError) as exc:
+        return Binding("refused", f"stagegate: cannot read {stack.state_path}: {exc}")
+    if not state:
+        return Binding("none")
+    recorded = [c for c in state.get("components", COMPONENTS) if c in REQUIRED]
+    gone = [c for c in recorded if stack.pid(c) is None]
+    if gone:
+        if state.get("registry") == "postgres":
+            return Binding(
+                "refused",
+                f"stagegate: the stack of {root} is down ({', '.join(gone)} not running) and its registry "
+                "and ledger are on PostgreSQL: `stagegate up` again, or `stagegate down` to use this "
+                "workspace's own (other) registry",
+            )
+        return Binding(
+            "down",
+            f"stagegate: the stack of {root} is down ({', '.join(gone)} not running); running embedded on "
+            "the same registry and ledger (a temporary Prefect server: the run is not in the UI). "
+            "`stagegate up` starts the stack again, `stagegate down` forgets it",
+        )
+    urls = state.get("urls", {})
+    checks = {
+        "prefect": urls.get("prefect_api", "") + "/health",
+        "mlflow": urls.get("mlflow", "") + "/health",
+    }
+    silent = [c for c in recorded if not http_ok(checks[c], timeout=health_timeout)]
+    if silent:
+        return Binding(
+            "refused",
+            f"stagegate: the stack's {', '.join(silent)} runs but does not answer within {health_timeout:g}s "
+            f"({', '.join(checks[c] for c in silent)}); see {stack.root / 'logs'}; `stagegate down` and "
+            "`stagegate up` restart it",
+        )
+    applied = {}
+    started = state.get("components", COMPONENTS)
+    for key, value in state.get("env", {}).items():
+        if key == "PREFECT_API_URL" and "prefect" not in started:  # e.g. `up --only s3`
+            continue
+        if not environ.get(key):
+            environ[key] = value
+            applied[key] = value
+    return Binding("up", applied=applied)
+
+
+__all__ = [
+    "LOCAL_POSTGRES",
+    "Binding",
+    "Stack",
+    "StackConfig",
+    "StackError",
+    "asdict",
+    "bind_to_stack",
+    "describe",
+    "free_port",
+    "postgres_answers",
+    "shell_exports",
+]

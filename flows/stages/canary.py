@@ -28,7 +28,7 @@ from flows.gating import StageOutcome, stage_gates
 from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from flows.stages.looks import run_stage_looks
-from flows.stages.runner import Plan, ResumeLater, Step
+from flows.stages.runner import Plan, ResumeLater, Step, summarised_resume
 from flows.traffic import set_split
 from stagegate.policy.schema import CanaryStage
 from stagegate.traffic import Split
@@ -51,6 +51,7 @@ def canary_plan(promotion_id: str, config: CanaryStage, min_users_scale: float =
     return Plan(promotion_id, "canary", steps, timedelta(hours=config.batch_hours))
 
 
+@summarised_resume
 @flow(name="canary")
 @surface_interrupts
 def canary_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:

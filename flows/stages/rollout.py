@@ -17,7 +17,7 @@ from flows.gating import StageOutcome, stage_gates
 from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from flows.stages.looks import run_stage_looks
-from flows.stages.runner import Plan, ResumeLater, Step
+from flows.stages.runner import Plan, ResumeLater, Step, summarised_resume
 from flows.traffic import set_split
 from stagegate.decision import Decision
 from stagegate.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, PREVIOUS_ALIAS
@@ -34,6 +34,7 @@ def rollout_plan(ctx: PromotionContext) -> Plan:
     return Plan(ctx.promotion_id, "rollout", (step,), timedelta(hours=config.batch_hours))
 
 
+@summarised_resume
 @flow(name="rollout")
 @surface_interrupts
 def rollout_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:

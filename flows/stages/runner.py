@@ -26,11 +26,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from stagegate.decision import Decision, LookDecision
 from stagegate.evidence import CANDIDATE, CHAMPION, Evidence
 from stagegate.ports import Look, Measurement, Wait, Window, next_look
+
+F = TypeVar("F", bound=Any)  # a Prefect Flow
 
 
 class LookClock(Protocol):
@@ -353,3 +355,33 @@ def look_evidence(
     """A look's evidence from its measurement: the step's configured allocation, the earlier looks."""
     allocation = None if plan.mirrored else {CHAMPION: 1.0 - step.weight, CANDIDATE: step.weight}
     return measurement.evidence(allocation, look, history)
+
+
+def summarised_resume(stage_flow: F) -> F:
+    """Have Prefect record a summary of a stage flow's ``resume`` parameter instead of the whole of it.
+
+    Prefect stores every flow run's parameters as JSON (``Flow.serialize_parameters``: fastapi's
+    ``jsonable_encoder``, which deep-copies a dataclass and then walks it). A held traffic stage's
+    ``resume`` is a :class:`LoopState` carrying the evidence of every earlier look: encoding it when an
+    approved hold resumed the canary (the README's context_aware, 18 looks) ran for minutes and grew the
+    process past 17 GB. The flow itself still receives the object; only what the server records changes.
+    """
+    encode = stage_flow.serialize_parameters
+
+    def serialize_parameters(parameters: dict[str, object]) -> dict[str, object]:
+        if not isinstance(parameters.get("resume"), LoopState):
+            return encode(parameters)
+        state = parameters["resume"]
+        assert isinstance(state, LoopState)
+        out = encode({k: v for k, v in parameters.items() if k != "resume"})
+        out["resume"] = {
+            "step_index": state.step_index,
+            "looks_done": state.looks_done,
+            "total_looks": state.total_looks,
+            "step_start": state.step_start.isoformat() if state.step_start else None,
+            "history": f"<{len(state.history)} looks of evidence, not recorded>",
+        }
+        return out
+
+    stage_flow.serialize_parameters = serialize_parameters  # type: ignore[method-assign]
+    return stage_flow

@@ -16,7 +16,7 @@ from flows.gating import StageOutcome, stage_gates
 from flows.interrupts import surface_interrupts
 from flows.stages import bookkeeping
 from flows.stages.looks import run_stage_looks
-from flows.stages.runner import Plan, ResumeLater, Step
+from flows.stages.runner import Plan, ResumeLater, Step, summarised_resume
 from flows.traffic import set_split
 from stagegate.decision import Decision
 from stagegate.policy.schema import ShadowStage
@@ -42,6 +42,7 @@ def shadow_plan(promotion_id: str, config: ShadowStage) -> Plan:
     )
 
 
+@summarised_resume
 @flow(name="shadow")
 @surface_interrupts
 def shadow_stage(ctx: PromotionContext, resume: Any = None) -> StageOutcome:

@@ -23,8 +23,9 @@ def test_a_postgres_password_goes_to_a_private_pgpass_file_not_to_urls(
     monkeypatch.setattr(stack_module, "_create_databases", lambda url, names: created.append((url, names)))
     stack = Stack(Workspace.from_env(tmp_path / "ws"))
     quoted = SECRET.replace(":", "%3A").replace("@", "%40")
-    dbs = stack._databases(f"postgresql://alice:{quoted}@db.example:6543/postgres")
+    dbs = stack._databases(f"postgresql://alice:{quoted}@db.example:6543/postgres", registry_on_postgres=True)
     assert created and quoted in created[0][0]  # the databases are created with the real credentials
+    assert len(dbs) == 3
     for url in dbs.values():
         assert quoted not in url and SECRET not in url and "alice@db.example:6543" in url
     pgpass = stack.pgpass_path

@@ -77,6 +77,7 @@ def get_stack() -> RunningStack:
                 StackConfig(
                     ports=ports,
                     postgres_url=PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"),
+                    registry_on_postgres=True,  # one registry for many workspaces, artifacts in S3
                     db_prefix=prefix,
                 )
             )

@@ -82,6 +82,10 @@ def test_up_and_down_from_the_command_line(tmp_path: Path) -> None:
         assert f"S3 endpoint  http://127.0.0.1:{port}" in up.stdout and "export STAGEGATE_HOME=" in up.stdout
         pid = stack.pid("s3")
         assert pid is not None and _get(f"http://127.0.0.1:{port}/stagegate-mlflow") is not None
+        from stagegate.stack import bind_to_stack
+
+        bound: dict[str, str] = {"STAGEGATE_HOME": str(tmp_path)}
+        assert bind_to_stack(bound).state == "up" and "PREFECT_API_URL" not in bound  # no Prefect started
         again = subprocess.run(
             [*CLI, "up", "--only", "s3", "--s3-port", str(port)],
             env=env,
