@@ -12,12 +12,14 @@ INCONCLUSIVE, never PASS and never ERROR.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from gates.missing import drop_missing
 from stagegate.evidence import ArmSample, Evidence
 from stagegate.verdict import Action, Outcome, Verdict
 
@@ -49,6 +51,14 @@ class GateConfig(BaseModel):
     on_fail: Action = Action.ROLLBACK
     on_inconclusive: Action = Action.HOLD
     on_error: Action = Action.ROLLBACK
+    max_missing_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of an arm's users whose metric value is missing (NaN, NULL in the source) that "
+        "the gate leaves out of the look, counted in its verdict; above it the gate is ERROR. Default 0: any "
+        "missing value is ERROR (missing is never zero; leaving users out assumes missing at random)",
+    )
 
 
 class Gate(ABC):
@@ -85,7 +95,15 @@ class Gate(ABC):
     def evaluate(self, evidence: Evidence) -> Verdict:
         """Judge the evidence. Never raises on bad data: that is an ERROR verdict naming the problem."""
         try:
-            return self._evaluate(evidence)
+            evidence, missing = drop_missing(evidence, self.config.metric, self.config.max_missing_share)
+            verdict = self._evaluate(evidence)
+            if missing is None:
+                return verdict
+            return dataclasses.replace(
+                verdict,
+                message=f"{verdict.message} ({missing.describe()})",
+                details={**verdict.details, "missing_users": missing.missing},
+            )
         except NotEnoughData as exc:
             return Verdict(
                 self.name,

@@ -22,6 +22,16 @@ def _segment_masks(per_user: pd.DataFrame) -> dict[str, np.ndarray]:
     return masks
 
 
+#: Outcome columns of the events table and the per-user sums built from them.
+OUTCOMES: dict[str, str] = {
+    "error": "errors",
+    "n_clicks": "clicks",
+    "n_purchases": "purchases",
+    "revenue": "revenue",
+    "n_out_of_stock": "out_of_stock",
+}
+
+
 def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSample], int]:
     """Per-user aggregates of each arm present in ``frame``.
 
@@ -34,6 +44,10 @@ def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSa
     mixed = arms_per_user.index[arms_per_user > 1]
     frame = frame[~frame["user_id"].isin(mixed)].assign(daypart=frame["hour"] // 6)
     samples: dict[str, ArmSample] = {}
+    # Missing is never zero: a user with any NULL outcome gets NaN for that sum (pandas' sum would skip it,
+    # counting the missing outcome as 0), and the gate counts such users against its max_missing_share.
+    gaps = {col: name for col, name in OUTCOMES.items() if frame[col].isna().any()}  # usually none: no cost
+    frame = frame.assign(**{f"{col}_missing": frame[col].isna() for col in gaps})
     for code, rows in frame.groupby("arm"):
         per_user = rows.groupby("user_id").agg(
             requests=("request_id", "size"),
@@ -45,7 +59,10 @@ def arm_samples(frame: pd.DataFrame, slate_k: int = 10) -> tuple[dict[str, ArmSa
             user_segment=("user_segment", "min"),  # segment at first sight: cold-start users stay cold-start
             device=("device", "first"),  # a user's segment is fixed at first sight: cheap and stable
             daypart=("daypart", "first"),
+            **{f"{col}_missing": (f"{col}_missing", "any") for col in gaps},
         )
+        for col, name in gaps.items():
+            per_user[name] = per_user[name].astype(float).mask(per_user[f"{col}_missing"])
         requests = per_user["requests"].to_numpy(float)
         metrics = {
             "requests": requests,
