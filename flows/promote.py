@@ -204,6 +204,7 @@ def _roll_back_with_runtime(
         stage=stage,
         reason=reason,
         outcome=outcome,
+        moved_traffic=True,  # this flow moved traffic, maybe after a reconciler closed the ledger
         **bounds,
     )
 

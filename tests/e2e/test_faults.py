@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from simulator.setup import MODEL
 from tests.e2e.test_promotion import FAST_STAGES, _state
@@ -142,3 +143,72 @@ def test_a_gate_plugin_that_raises_once_does_not_act(
     rt = _state(workspace["root"])["rt"]
     looks = _canary_verdicts(rt, result.promotion_id, "raising:error_rate")
     assert looks[0] == (1, "ERROR") and looks[1:] and all(o == "PASS" for _, o in looks[1:]), looks
+
+
+def _snapshot(root: Path) -> dict[str, Any]:
+    """Everything a rollback could write: the split file (bytes and mtime), aliases, every version's
+    tags and last update, the ledger's transitions."""
+    state = _state(root)
+    rt = state["rt"]
+    client = rt.registry.client
+    versions = {
+        v.version: (dict(v.tags), v.last_updated_timestamp)
+        for v in client.search_model_versions(f"name = '{MODEL}'")
+    }
+    traffic = root / "traffic.json"
+    return {
+        "split": (traffic.read_bytes(), traffic.stat().st_mtime_ns),
+        "aliases": state["aliases"],
+        "model_updated": client.get_registered_model(MODEL).last_updated_timestamp,
+        "versions": versions,
+        "ledger": {
+            p["id"]: (p["state"], len(rt.events.transitions(p["id"]))) for p in rt.events.promotions()
+        },
+    }
+
+
+def test_rollback_twice_or_after_the_end_changes_nothing(workspace: dict, tmp_path: Path) -> None:
+    """A promotion rolled back, then a later one promoted. Rolling either back again (the library call
+    and `stagegate promotions abort`) writes nothing: the promoted version keeps serving, the earlier
+    rollback cannot demote the later champion, no alias, tag, split or ledger row changes; each says so."""
+    from flows.promote import promote
+    from stagegate.cli import app
+    from stagegate.rollback import PromotionEnded, RollbackTarget, roll_back_promotion
+
+    champion = workspace["info"]["champion_version"]
+    worse, better = workspace["versions"]["clickbait"], workspace["versions"]["better"]
+    failing = {
+        **LIVE_STAGES["canary"],
+        "gates": [{"type": "threshold", "metric": "revenue_per_user", "max": -1.0, "on_fail": "rollback"}],
+    }
+    first = promote(model=MODEL, version=worse, policy=str(live_policy(tmp_path / "f.yaml", canary=failing)))
+    assert first.outcome == "rolled_back", first.reason
+    guard = {**LIVE_STAGES["canary"], "gates": [{"type": "guardrail", "metric": "error_rate", "max": 0.2}]}
+    second = promote(model=MODEL, version=better, policy=str(live_policy(tmp_path / "s.yaml", canary=guard)))
+    assert second.outcome == "promoted", second.reason
+    before = _snapshot(workspace["root"])
+    assert before["aliases"] == {"champion": better, "candidate": None, "previous": champion}
+
+    rt = _state(workspace["root"])["rt"]
+    ports = dict(traffic=rt.traffic, registry=rt.registry, events=rt.events, stage="canary", reason="again")
+    # The promoted one: refused, nothing written.
+    with pytest.raises(PromotionEnded, match=f"v{better} serves and keeps serving; nothing was changed"):
+        roll_back_promotion(
+            RollbackTarget(second.promotion_id, MODEL, better, champion), outcome="rolled_back", **ports
+        )
+    # The rolled-back one, after a later promotion: reported as ended, nothing written (its champion is
+    # no longer the champion, which the read-back says).
+    again = roll_back_promotion(
+        RollbackTarget(first.promotion_id, MODEL, worse, champion), outcome="rolled_back", **ports
+    )
+    assert again.already_ended and again.ledger_closed and again.outcome == "rolled_back"
+    assert again.rounds == 0 and not again.traffic_ok, again
+    assert any("nothing changed" in p for p in again.problems), again.problems
+    for pid, word in ((second.promotion_id, "promoted"), (first.promotion_id, "rolled back")):
+        out = CliRunner().invoke(app, ["promotions", "abort", pid[:8], "--reason", "twice"])
+        assert out.exit_code == 2, out.output
+        assert f"promotion {pid} has ended" in out.output and "nothing changed" in out.output, out.output
+        assert word in out.output, out.output
+    assert _snapshot(workspace["root"]) == before
+    split = _state(workspace["root"])["split"]
+    assert split.champion == better and split.is_all_champion
