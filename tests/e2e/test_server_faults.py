@@ -150,7 +150,7 @@ def test_one_promotion_of_a_model_at_a_time_on_a_prefect_server(
 
 
 def test_prefect_server_restarted_mid_canary(
-    workspace: dict, tmp_path: Path, prefect_server: PrefectServer
+    workspace: dict, tmp_path: Path, prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server is SIGKILLed while the candidate serves 20% and started again on the same database. The
     promotion ends (promoted or rolled back, or `stagegate reconcile` closes it), with the split, the
@@ -161,7 +161,8 @@ def test_prefect_server_restarted_mid_canary(
 
     root, api = workspace["root"], prefect_server.api
     champion, version = workspace["info"]["champion_version"], workspace["versions"]["better"]
-    canary = {**ENDLESS_CANARY, "steps": [{"weight": 20, "min_users": 400}]}
+    # About a minute of looks (the simulated clock serves an hour a look), then the step's deadline.
+    canary = {**ENDLESS_CANARY, "max_hours_per_step": 60}
     policy = live_policy(tmp_path / "p.yaml", canary=canary)
     log = tmp_path / "promote.log"
     proc = promote_process(root, api, version, policy, log, MODEL)
@@ -173,6 +174,7 @@ def test_prefect_server_restarted_mid_canary(
         killed = time.monotonic()
         time.sleep(3)
         took = prefect_server.start()
+        looks_at_restart = len(_ledger(root).verdicts(_ledger(root).promotions(MODEL)[0]["id"]))
         print(f"Prefect server down for {time.monotonic() - killed:.1f}s (restart {took:.1f}s)")
         try:
             code = proc.wait(timeout=240)
@@ -195,8 +197,10 @@ def test_prefect_server_restarted_mid_canary(
     assert state["split"].champion == serving and state["split"].is_all_champion, state["split"]
     assert state["aliases"]["champion"] == serving and state["aliases"]["candidate"] is None
     assert state["rt"].registry.get_version(MODEL, version).tags["stagegate.status"] == row["state"]
-    assert len(ledger.verdicts(row["id"])) >= looks_before  # nothing recorded was lost
+    # Nothing recorded was lost, and the canary kept looking through the outage and after it.
+    assert len(ledger.verdicts(row["id"])) > looks_at_restart >= looks_before
     # The server forgot the slot's lease (kept in its memory): the next promotion still gets the slot.
+    monkeypatch.setenv("STAGEGATE_PROMOTION_SLOT_TIMEOUT", "3")
     with temporary_settings(updates={PREFECT_API_URL: api}):
         t0 = time.monotonic()
         with promotion_slot(MODEL, ledger) as name:
