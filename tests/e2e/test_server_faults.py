@@ -206,3 +206,177 @@ def test_prefect_server_restarted_mid_canary(
         with promotion_slot(MODEL, ledger) as name:
             assert name == limit_name(MODEL) and _limit(api, name)["active_slots"] == 1
         print(f"the model's slot taken in {time.monotonic() - t0:.1f}s after the restart")
+
+
+def test_router_killed_mid_canary(
+    workspace: dict, tmp_path: Path, prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real router (`stagegate serve`, the ``http`` traffic port) is SIGKILLed while the candidate
+    serves 20%. The flow's next look cannot read the split: the stage fails and the rollback tries to put
+    the champion back (bounded), cannot reach the router, puts the aliases back and hands over: the ledger
+    says rolled_back_pending, the process ends. The router, restarted from its state file, would serve the
+    candidate's 20% again, so `stagegate reconcile` (or, on the stack, the reconcile deployment triggered by
+    the failed run) rolls it back: everyone on the champion, the ledger closed, every verdict kept."""
+    import os
+    import signal
+
+    import httpx
+    import yaml
+
+    from stagegate.stack import free_port
+    from tests.router.test_serve import ServeProcess
+
+    root, api = workspace["root"], prefect_server.api
+    champion, version = workspace["info"]["champion_version"], workspace["versions"]["better"]
+    token = "fault-test-router-token-0123456789"
+    port = free_port()
+    serve_args = [
+        *("--model", MODEL, "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"),
+        *("--state", str(tmp_path / "split.json"), "--port", str(port)),
+    ]
+    serve_env = {**os.environ, "STAGEGATE_ROUTER_TOKEN": token}
+    router = ServeProcess(serve_args, serve_env)
+    (root / "connections.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "traffic": {
+                    "type": "http",
+                    "base_url": router.url,
+                    "token": {"env": "STAGEGATE_ROUTER_TOKEN"},
+                    "timeout_seconds": 3,
+                },
+            }
+        )
+    )
+    admin = {"Authorization": f"Bearer {token}"}
+
+    def router_split() -> dict[str, Any]:
+        return httpx.get(f"{router.url}/admin/split", headers=admin, timeout=5).json()
+
+    policy = live_policy(tmp_path / "p.yaml", canary=ENDLESS_CANARY)
+    log = tmp_path / "promote.log"
+    monkeypatch.setenv("STAGEGATE_ROUTER_TOKEN", token)  # the connections file's token reference
+    proc = promote_process(root, api, version, policy, log, MODEL)
+    try:
+
+        def in_canary() -> bool:
+            rows = _ledger(root).promotions(MODEL, open_only=True)
+            return bool(rows) and rows[0]["state"] == "canary" and router_split()["candidate_weight"] == 0.2
+
+        wait_for(lambda: proc.poll() is not None or in_canary(), 180, "the canary on the router")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        [row] = _ledger(root).promotions(MODEL)
+        wait_for(lambda: len(_ledger(root).verdicts(row["id"])) > 0, 60, "a canary look")
+        router.proc.send_signal(signal.SIGKILL)
+        router.proc.wait(timeout=30)
+        killed = time.monotonic()
+        # Bounded: the rollback's rounds (3) of bounded calls; measured 10 s on an idle machine.
+        code = proc.wait(timeout=300)
+        ended_in = time.monotonic() - killed
+    finally:
+        stop_group(proc)
+    output = log.read_text(errors="replace")
+    print(f"the promote process ended {ended_in:.1f}s after the router was killed, exit {code}")
+    assert code != 0, output[-3000:]
+    row = _ledger(root).promotion(row["id"])
+    assert row["state"] == "rolled_back_pending", (row, output[-3000:])  # handed over, not forgotten
+    verdicts = len(_ledger(root).verdicts(row["id"]))
+    assert verdicts > 0
+    from stagegate.registry import Registry
+
+    registry = Registry(f"sqlite:///{root / 'mlflow.db'}")  # reachable: aliases are back already
+    assert registry.get_alias(MODEL, "candidate") is None
+    assert registry.get_alias(MODEL, "champion").version == champion
+
+    restarted = ServeProcess(serve_args, serve_env)  # same port, same state file
+    try:
+        assert router_split()["candidate_weight"] == 0.2  # what the killed router left: unsafe until...
+        out = _cli(root, api, "reconcile")
+        assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+        split = router_split()
+        assert split["champion"] == champion and split["candidate"] is None, split
+        assert split["candidate_weight"] == 0.0 and not split["shadow"], split
+    finally:
+        restarted.stop()
+    row = _ledger(root).promotion(row["id"])
+    assert row["state"] == "rolled_back", row
+    assert len(_ledger(root).verdicts(row["id"])) == verdicts
+    assert registry.get_version(MODEL, version).tags["stagegate.status"] == "rolled_back"
+    assert registry.get_alias(MODEL, "previous") is None
+
+
+def test_s3_down_while_the_flow_logs_artifacts(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The promotions' MLflow artifacts go to S3 (SeaweedFS, as on the stack); SeaweedFS is SIGKILLed once
+    the canary serves. The next artifact upload fails: the look's verdicts are already in the ledger, the
+    stage fails closed and rolls back (the registry and the split do not need S3). Bounded, nothing recorded
+    lost, everyone on the champion, no candidate alias."""
+    import os
+    import signal
+    import threading
+
+    from mlflow import MlflowClient
+
+    from flows.promote import promote
+    from stagegate.stack import BUCKET, Stack, free_port
+    from stagegate.workspace import Workspace
+
+    root = workspace["root"]
+    champion, version = workspace["info"]["champion_version"], workspace["versions"]["better"]
+    s3 = Stack(Workspace(tmp_path / "s3"))
+    port = free_port(grpc_too=True)
+    s3._start_s3(port)  # the stack's own SeaweedFS start (`weed mini`, every port named, the bucket made)
+    try:
+        for key, value in {
+            "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "stagegate",
+            "AWS_SECRET_ACCESS_KEY": "stagegate",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(key, value)
+        client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+        name = f"stagegate/{MODEL}"
+        assert client.get_experiment_by_name(name) is None
+        client.create_experiment(name, artifact_location=f"s3://{BUCKET}/promotions")
+
+        killed: dict[str, float] = {}
+
+        def kill_s3_in_canary() -> None:
+            def serving() -> bool:
+                rows = _ledger(root).promotions(MODEL, open_only=True)
+                return (
+                    bool(rows) and rows[0]["state"] == "canary" and len(_ledger(root).verdicts(rows[0]["id"]))
+                )
+
+            wait_for(serving, 240, "the canary's first look")
+            killed["looks"] = len(_ledger(root).verdicts(_ledger(root).promotions(MODEL)[0]["id"]))
+            os.killpg(s3.pid("s3"), signal.SIGKILL)  # the SeaweedFS this test started
+            killed["at"] = time.monotonic()
+
+        watcher = threading.Thread(target=kill_s3_in_canary, daemon=True)
+        watcher.start()
+        # A canary that passes after some looks: its end writes the stage's verdict table to S3.
+        canary = {**ENDLESS_CANARY, "steps": [{"weight": 20, "min_users": 60}]}
+        policy = live_policy(tmp_path / "p.yaml", canary=canary)
+        result = promote(model=MODEL, version=version, policy=str(policy))
+        ended_in = time.monotonic() - killed["at"]
+        watcher.join(5)
+    finally:
+        s3.down()
+    print(
+        f"S3 killed after {killed['looks']} verdicts; the promotion ended {ended_in:.1f}s later",
+        result.reason,
+    )
+    assert result.outcome == "rolled_back" and result.stage == "canary", result.reason
+    assert ended_in < 180, ended_in
+    state = _state(root)
+    assert state["split"].champion == champion and state["split"].is_all_champion
+    assert state["aliases"] == {"champion": champion, "candidate": None, "previous": None}
+    assert state["rt"].registry.get_version(MODEL, version).tags["stagegate.status"] == "rolled_back"
+    row = _ledger(root).promotion(result.promotion_id)
+    assert row["state"] == "rolled_back", row
+    assert len(_ledger(root).verdicts(result.promotion_id)) >= killed["looks"]  # nothing recorded lost
+    run = client.get_run(result.mlflow_run_id)  # the run's record is in the tracking store, not on S3
+    assert run.data.tags["stagegate.outcome"] == "rolled_back", run.data.tags
