@@ -4,7 +4,9 @@ runs in its own process against a real Prefect server (not the temporary one), o
 - the model's Prefect global concurrency limit: a second promotion of the model is refused, another
   model's slot is free, the slot frees when the promotion ends;
 - the Prefect server killed and restarted mid-canary: the promotion continues or ends rolled back, never
-  the candidate serving with an open ledger, and the model's slot is not left stuck.
+  the candidate serving with an open ledger, and the model's slot is not left stuck;
+- the router (`stagegate serve`) killed mid-canary: a bounded rollback hands over to reconcile;
+- S3 (SeaweedFS, MLflow's artifact store) killed while the flow logs artifacts: rolled back, bounded.
 """
 
 from __future__ import annotations
