@@ -176,7 +176,6 @@ def test_prefect_server_restarted_mid_canary(
         killed = time.monotonic()
         time.sleep(3)
         took = prefect_server.start()
-        looks_at_restart = len(_ledger(root).verdicts(_ledger(root).promotions(MODEL)[0]["id"]))
         print(f"Prefect server down for {time.monotonic() - killed:.1f}s (restart {took:.1f}s)")
         try:
             code = proc.wait(timeout=240)
@@ -199,8 +198,9 @@ def test_prefect_server_restarted_mid_canary(
     assert state["split"].champion == serving and state["split"].is_all_champion, state["split"]
     assert state["aliases"]["champion"] == serving and state["aliases"]["candidate"] is None
     assert state["rt"].registry.get_version(MODEL, version).tags["stagegate.status"] == row["state"]
-    # Nothing recorded was lost, and the canary kept looking through the outage and after it.
-    assert len(ledger.verdicts(row["id"])) > looks_at_restart >= looks_before
+    # Nothing recorded was lost, and the canary kept looking once the server was gone (on an idle machine
+    # its 60 looks can end before the server is back; under load they go on after the restart).
+    assert len(ledger.verdicts(row["id"])) > looks_before
     # The server forgot the slot's lease (kept in its memory): the next promotion still gets the slot.
     monkeypatch.setenv("STAGEGATE_PROMOTION_SLOT_TIMEOUT", "3")
     with temporary_settings(updates={PREFECT_API_URL: api}):
