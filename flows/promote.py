@@ -204,6 +204,7 @@ def _roll_back_with_runtime(
         stage=stage,
         reason=reason,
         outcome=outcome,
+        moved_traffic=True,  # this flow moved traffic, maybe after a reconciler closed the ledger
         **bounds,
     )
 
@@ -231,9 +232,15 @@ def _skip_reason(ctx: PromotionContext, stage: str) -> str | None:
 
 @flow(name="promote", log_prints=True)
 def promote(model: str, version: str, policy: str) -> PromotionResult:
-    """Take ``model`` version ``version`` through the stages of the policy file ``policy``."""
-    ctx = open_promotion(model, str(version), policy)
-    return run_promotion(ctx)
+    """Take ``model`` version ``version`` through the stages of the policy file ``policy``.
+
+    On a Prefect server of its own, the whole promotion holds the model's global concurrency slot
+    (flows.concurrency: a second promotion of the model is refused before anything opens)."""
+    from flows.concurrency import promotion_slot
+
+    with promotion_slot(model, runtime().events):
+        ctx = open_promotion(model, str(version), policy)
+        return run_promotion(ctx)
 
 
 def run_promotion(ctx: PromotionContext, start: Mapping[str, Any] | None = None) -> PromotionResult:

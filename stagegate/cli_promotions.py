@@ -191,7 +191,12 @@ def abort_promotion(
     ended and stops. Exit 1 if the rollback could not be completed (run it again, or `stagegate
     reconcile`), 2 if the promotion is unknown or has ended."""
     from stagegate.ledger_states import TERMINAL_STATES, failure_outcome
-    from stagegate.rollback import RollbackIncomplete, RollbackTarget, roll_back_promotion
+    from stagegate.rollback import (
+        PromotionEnded,
+        RollbackIncomplete,
+        RollbackTarget,
+        roll_back_promotion,
+    )
     from stagegate.runtime import Runtime
 
     rt = Runtime.from_env()
@@ -200,8 +205,15 @@ def abort_promotion(
     except UnknownPromotion as exc:
         raise _fail(str(exc)) from None
     row = rt.events.promotion(full)
-    if row["state"] in {s.value for s in TERMINAL_STATES}:
-        raise _fail(f"promotion {full} has ended ({row['state']}): nothing to abort")
+    if row["state"] in {s.value for s in TERMINAL_STATES}:  # refused before anything is written
+        serving = (
+            f"v{row['version']} was promoted and keeps serving (to go back, promote the earlier version)"
+            if row["state"] == "promoted"
+            else f"it was {row['state'].replace('_', ' ')} earlier"
+        )
+        raise _fail(
+            f"promotion {full} has ended ({row['state']}): nothing to abort, nothing changed; {serving}"
+        )
     stage = row["stage"] or "registered"
     target = RollbackTarget(full, row["model"], row["version"], row["champion_version"])
     try:
@@ -214,6 +226,8 @@ def abort_promotion(
             reason=f"aborted by the operator: {reason}",
             outcome=failure_outcome(stage).value,
         )
+    except PromotionEnded as exc:  # promoted between the read above and the rollback's own read
+        raise _fail(str(exc)) from None
     except RollbackIncomplete as exc:
         typer.secho(f"abort of {full} incomplete: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None

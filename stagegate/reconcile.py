@@ -29,7 +29,7 @@ from typing import Any
 
 from stagegate.events.store import aware, owner_alive
 from stagegate.ledger_states import PENDING_STATES, TERMINAL_STATES, PromotionState, failure_outcome
-from stagegate.rollback import RollbackIncomplete, RollbackTarget, roll_back_promotion
+from stagegate.rollback import PromotionEnded, RollbackIncomplete, RollbackTarget, roll_back_promotion
 
 log = logging.getLogger("stagegate.reconcile")
 
@@ -160,6 +160,9 @@ def reconcile(
             )
         except RollbackIncomplete as exc:
             report = exc.report
+        except PromotionEnded as exc:  # promoted meanwhile by its own process: nothing to undo
+            result.outcome, result.ledger_closed, result.skipped = exc.state, True, str(exc)
+            continue
         result.outcome = report.outcome
         result.traffic_ok, result.registry_ok = report.traffic_ok, report.registry_ok
         result.ledger_closed, result.problems = report.ledger_closed, report.problems

@@ -13,6 +13,11 @@ champion at the start. In order:
    is the old champion, the candidate's status tag is the outcome. A failed verification goes round again
    (bounded); only a verified rollback closes the ledger as ``<outcome>``.
 
+A rollback from outside the promotion's own process (``stagegate reconcile``, ``stagegate promotions
+abort``, a script) first reads the ledger once (at most 5 s): a promotion that has ended is not touched
+(rolled back twice, or after a promotion: nothing is written; see :func:`roll_back_promotion`). The flow
+and its monitor pass ``moved_traffic`` and write the split before anything else.
+
 Every call to a store runs under a deadline (:func:`bounded`), so an unreachable store costs seconds, not
 the rollback. When the ledger cannot be written, the rollback still happens and the promotion stays open;
 its lease runs out and ``stagegate reconcile`` closes it when the ledger is back.
@@ -43,10 +48,20 @@ T = TypeVar("T")
 CALL_TIMEOUT = float(os.environ.get("STAGEGATE_CALL_TIMEOUT", "20"))  # seconds one store call may take
 ATTEMPTS = 3  # rounds of (traffic, ledger, registry, verify), and tries of each call within a round
 RETRY_DELAY = 0.5  # seconds before a call's second try; doubles after each
+LEDGER_READ_TIMEOUT = 5.0  # the most a rollback from outside waits for the ledger before moving traffic
 
 
 class CallTimeout(TimeoutError):
     """A store call that did not answer within its deadline."""
+
+
+class PromotionEnded(RuntimeError):
+    """A rollback asked for a promotion the ledger says was promoted: nothing was changed (the promoted
+    version keeps serving; going back is a new promotion of the old version)."""
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class RollbackIncomplete(RuntimeError):
@@ -161,6 +176,7 @@ class RollbackReport:
     ledger_closed: bool = False  # the ledger says ``outcome`` (now or already)
     rounds: int = 0
     problems: list[str] = field(default_factory=list)
+    already_ended: bool = False  # the promotion had ended before: nothing was written
 
     @property
     def verified(self) -> bool:
@@ -250,6 +266,17 @@ def _ledger_pending(
         raise
 
 
+def _ended_state(events: Any, target: RollbackTarget, timeout: float | None) -> str | None:
+    """The promotion's terminal state, or None when it is open or the ledger does not answer."""
+    try:
+        read = min(timeout if timeout is not None else CALL_TIMEOUT, LEDGER_READ_TIMEOUT)
+        state = PromotionState(bounded(events.promotion, target.promotion_id, timeout=read)["state"])
+    except Exception as exc:  # a ledger that is down must not delay the traffic
+        log.warning("rollback of %s: the ledger does not read (%r); rolling back", target.promotion_id, exc)
+        return None
+    return state.value if state in TERMINAL_STATES else None
+
+
 def roll_back_promotion(
     target: RollbackTarget,
     *,
@@ -262,15 +289,41 @@ def roll_back_promotion(
     rounds: int | None = None,
     call_timeout: float | None = None,
     attempts: int | None = None,
+    moved_traffic: bool = False,
 ) -> RollbackReport:
     """Roll ``target`` back (see the module docstring); :class:`RollbackIncomplete` if traffic or the
     registry cannot be put back and verified. The ledger may stay open (``report.ledger_closed``).
     ``rounds``, ``attempts`` (tries of each call within a round) and ``call_timeout`` (seconds each store
     call may take) bound it where time is short: an interrupted process rolling back before it ends takes
-    at most about rounds x (1 + 2 x attempts + 4) x call_timeout."""
+    at most about rounds x (1 + 2 x attempts + 4) x call_timeout.
+
+    Twice, or after the end: unless ``moved_traffic``, the ledger is read first (one bounded try). A
+    promotion that has ended is not touched: a promoted one raises :class:`PromotionEnded` (its version
+    keeps serving), a rolled-back or rejected one returns its report with nothing written (traffic and
+    registry only read back, ``report.already_ended``): no split, alias or tag is written again, so an old
+    promotion's rollback can neither demote a later champion nor cut a later promotion's canary. A ledger
+    that does not answer is no reason to wait: the rollback goes on, traffic first. ``moved_traffic``: the
+    caller (the promotion's own flow) moved traffic itself and may have done so after someone else closed
+    the ledger (a lost lease), so the champion split is written whatever the ledger says."""
     text = f"{stage}: {reason}"
     kw = {"timeout": call_timeout, "attempts": attempts}
     report = RollbackReport(target.promotion_id, outcome)
+    if not moved_traffic and (ended := _ended_state(events, target, call_timeout)) is not None:
+        if ended == PromotionState.PROMOTED.value:
+            raise PromotionEnded(
+                f"promotion {target.promotion_id} of {target.model!r} was promoted: v{target.version} serves "
+                "and keeps serving; nothing was changed (to go back, promote the earlier version again)",
+                ended,
+            )
+        report.outcome, report.ledger_closed, report.already_ended = ended, True, True
+        traffic_problem = verify_traffic(traffic, target, call_timeout)
+        registry_problem = verify_registry(registry, target, ended, call_timeout)
+        report.traffic_ok, report.registry_ok = traffic_problem is None, registry_problem is None
+        report.problems += [
+            f"already {ended}; nothing changed; now: {p}" for p in (traffic_problem, registry_problem) if p
+        ]
+        log.info("rollback of %s: already %s, nothing changed", target.promotion_id, ended)
+        return report
     ledger = "unwritten"  # unwritten | pending | ended | unreachable
     for round_ in range(1, (rounds or ATTEMPTS) + 1):
         report.rounds = round_

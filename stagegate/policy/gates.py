@@ -274,6 +274,18 @@ def _superiority_verdict(twin: Any, verdict: Verdict) -> Verdict:
     )
 
 
+def _evaluated(gate: Any, name: str, evidence: Any) -> Verdict:
+    """``gate.evaluate(evidence)``, or an ERROR verdict naming what it raised: a gate plugin (a third
+    party's, registered through the ``stagegate.gates`` entry points) that raises on a look makes that look
+    ERROR for the gate, counted against its ``consecutive_error_limit`` like a failed query, instead of
+    failing the stage (fail closed, and one bad look never acts)."""
+    try:
+        return gate.evaluate(evidence)
+    except Exception as exc:
+        metric = getattr(getattr(gate, "config", None), "metric", None)
+        return Verdict.error(name, f"the gate raised {type(exc).__name__}: {exc}", metric=metric)
+
+
 def judge_look(
     gates: StageGates,
     evidence: Any,
@@ -293,10 +305,10 @@ def judge_look(
             msg = f"could not measure: metric query failed: {measurement_error}"
             verdicts.append((g, Verdict.error(g.name, msg, metric=g.gate.config.metric), None))
             continue
-        verdict = g.gate.evaluate(evidence)
+        verdict = _evaluated(g.gate, g.name, evidence)
         sup = None
         if g.superiority is not None and verdict.outcome is not Outcome.ERROR:
-            sup = _superiority_verdict(g.superiority, g.superiority.evaluate(evidence))
+            sup = _superiority_verdict(g.superiority, _evaluated(g.superiority, g.name, evidence))
         verdicts.append((g, verdict, sup))
     outcomes = {g.key: v.outcome for g, v, _ in verdicts}
     if error_streaks is None:

@@ -136,7 +136,13 @@ def assert_champion_serves(world: SimpleNamespace, outcome: str = "rolled_back")
     assert world.registry.tags[CANDIDATE]["stagegate.status"] == outcome
 
 
-def test_rollback_moves_traffic_before_reading_or_writing_anything(world: SimpleNamespace) -> None:
+@pytest.mark.parametrize("moved_traffic", [True, False], ids=["own-process", "from-outside"])
+def test_rollback_moves_traffic_before_reading_or_writing_anything(
+    world: SimpleNamespace, moved_traffic: bool
+) -> None:
+    """The promotion's own process (the flow, its monitor) writes the split before anything else; a
+    rollback from outside (reconcile, abort, a script) reads the ledger once first (a promotion that has
+    ended is not touched), then writes the split before anything else."""
     pid = open_canary(world)
     order: list[str] = []
 
@@ -159,7 +165,10 @@ def test_rollback_moves_traffic_before_reading_or_writing_anything(world: Simple
         stage="canary",
         reason="revenue fell",
         outcome="rolled_back",
+        moved_traffic=moved_traffic,
     )
+    if not moved_traffic:
+        assert order.pop(0) == "events.promotion"
     assert order[0] == "traffic.set_split"
     assert order.index("traffic.set_split") < order.index("events.transition")
     assert order.index("traffic.get_split") > order.index("registry.tag")  # read back only to verify
