@@ -76,7 +76,9 @@ def test_the_stack_serves_the_workspace_and_down_leaves_it_embedded(tmp_path: Pa
         assert [v["version"] for v in json.loads(status.stdout)["versions"]] == ["1"], status.stdout
         assert "alice" in _run(env, "approvers", "list").stdout
         # what is done while up: a version and an artifact through the server, an approver in the ledger
-        server = MlflowClient(tracking_uri=bound["STAGEGATE_MLFLOW_URI"])
+        server = MlflowClient(
+            tracking_uri=bound["STAGEGATE_MLFLOW_URI"], registry_uri=bound["STAGEGATE_MLFLOW_URI"]
+        )
         run = server.create_run(server.create_experiment("while-up")).info.run_id
         server.log_text(run, "while up", "note.txt")
         _log_contract_mlmodel(server, run, tmp_path)
@@ -117,7 +119,9 @@ def test_the_stack_serves_the_workspace_and_down_leaves_it_embedded(tmp_path: Pa
     after = _run(env, "status", "--model", MODEL, "--json")
     assert after.returncode == 0 and "stack" not in after.stderr, after.stderr
     assert [v["version"] for v in json.loads(after.stdout)["versions"]] == ["1", "2"], after.stdout
-    embedded = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    embedded = MlflowClient(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}", registry_uri=f"sqlite:///{root / 'mlflow.db'}"
+    )
     assert Path(embedded.download_artifacts(run, "note.txt", str(tmp_path))).read_text() == "while up"
     assert str(root / "mlartifacts") in embedded.get_run(run).info.artifact_uri
     assert {"alice", "bob"} <= set(_run(env, "approvers", "list").stdout.split())
