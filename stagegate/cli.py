@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 from stagegate.cli_approvers import approvers_app
 from stagegate.cli_db import db_app
 from stagegate.cli_ops import register as register_ops
-from stagegate.cli_promotions import UnknownPromotion, promotions_app, resolve_id
+from stagegate.cli_promotions import UnknownPromotion, _events, promotions_app, resolve_id
 from stagegate.judge.cli import judge_app
 from stagegate.offline_env import quiet_environment
 from stagegate.router.cli import serve
@@ -208,6 +208,33 @@ def promote(
     except PromotionInProgress as exc:  # refused before anything moved
         raise _fail(str(exc)) from None
     _report_result(result)
+
+
+@promotions_app.command("retry")
+def retry_promotion(
+    promotion_id: str = typer.Argument(..., help="an ended promotion's id or a unique prefix"),
+) -> None:
+    """Promote the same version again under the same policy file, from the first stage: after it was
+    rolled back, rejected or aborted, once the cause is fixed (as ``kubectl argo rollouts retry``).
+
+    A new promotion with its own ledger row; the ended one stays as it was. Refused (exit 2) while the
+    promotion is open (abort or resume it) or when it was promoted. Exit codes as ``stagegate promote``."""
+    from stagegate.ledger_states import TERMINAL_STATES
+
+    events = _events()
+    try:
+        full = resolve_id(events, promotion_id)
+    except UnknownPromotion as exc:
+        raise _fail(str(exc)) from None
+    row = events.promotion(full)
+    if row["state"] not in {s.value for s in TERMINAL_STATES}:
+        raise _fail(f"promotion {full} is still open ({row['state']}): `promotions abort` or `resume` it")
+    if row["state"] == "promoted":
+        raise _fail(f"promotion {full} was promoted: v{row['version']} serves, nothing to retry")
+    typer.echo(
+        f"retrying {full} ({row['state']}): {row['model']} v{row['version']} under {row['policy_path']}"
+    )
+    promote(model=row["model"], version=str(row["version"]), policy=Path(row["policy_path"]))
 
 
 @contextmanager

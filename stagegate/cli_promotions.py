@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-promotions_app = typer.Typer(help="Promotions in the ledger: list, get (with history), abort.")
+promotions_app = typer.Typer(help="Promotions in the ledger: list, get (with history), abort, retry.")
 
 BAD_INPUT = 2
 

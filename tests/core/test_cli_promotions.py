@@ -108,3 +108,29 @@ def test_status_json_lists_the_split_and_full_promotion_ids(
     assert data["versions"][0]["aliases"] == ["champion"]
     assert data["split"]["candidate_weight"] == 0.2
     assert [p["id"] for p in data["promotions"]] == [host.pid]
+
+
+def test_retry_promotes_the_same_version_again_only_after_it_ended(
+    host: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`promotions retry ID` (as `kubectl argo rollouts retry`): refused while open, and for a promoted one;
+    after a rollback it runs `stagegate promote` with the recorded model, version and policy file (here a
+    policy file that is gone, so promote refuses it by name before anything moves)."""
+    monkeypatch.chdir(tmp_path)
+    still_open = run("promotions", "retry", host.pid[:8])
+    assert still_open.exit_code == 2 and "still open (canary)" in still_open.output, still_open.output
+    assert run("promotions", "abort", host.pid, "--reason", "bad look").exit_code == 0
+    retried = run("promotions", "retry", host.pid[:8])
+    assert f"retrying {host.pid} (rolled_back): {MODEL} v{CANDIDATE} under p.yaml" in retried.output
+    assert retried.exit_code == 2 and "p.yaml" in retried.output.splitlines()[-1], retried.output
+    assert host.rt.traffic.get_split().is_all_champion  # nothing moved
+    assert [r["id"] for r in host.rt.events.promotions(MODEL)] == [host.pid]  # no new promotion opened
+
+    events = host.rt.events
+    done = events.open_promotion(
+        model=MODEL, version=CANDIDATE, policy_path="p.yaml", policy={}, champion_version=CHAMPION
+    )
+    for state in ("canary", "rollout", "promoted"):
+        events.transition(done, state, state, stage="rollout" if state != "canary" else "canary")
+    promoted = run("promotions", "retry", done)
+    assert promoted.exit_code == 2 and "was promoted" in promoted.output, promoted.output
