@@ -56,8 +56,10 @@ def world_init(
         )
     quiet_environment()
     from simulator.setup import init_workspace
+    from stagegate.progress import progress
 
-    info = init_workspace(seed=seed, size=size)
+    with progress(f"building the {size} world (seed {seed}), a champion and its logged history"):
+        info = init_workspace(seed=seed, size=size)
     typer.echo(
         f"world ready in {info['workspace']}: champion v{info['champion_version']}, "
         f"{info['history_requests']} logged requests, hold-out from day {info['holdout_start_day']}"
@@ -92,11 +94,13 @@ def candidates_register(
     quiet_environment()
     from simulator.models.recipe import RecipeError
     from simulator.setup import register_candidate
+    from stagegate.progress import progress
     from stagegate.runtime import WorkspaceNotReady
     from stagegate.workspace import StateFileRefused
 
     try:
-        version = register_candidate(recipe, model)
+        with progress(f"training {recipe} on the logged history and registering it as {model}"):
+            version = register_candidate(recipe, model)
     except (RecipeError, WorkspaceNotReady, FileNotFoundError, StateFileRefused) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"registered {model} version {version} from {recipe}")

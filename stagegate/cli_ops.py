@@ -91,8 +91,11 @@ def up(
         deploy=deploy,
         notify_url=notify_url,
     )
+    from stagegate.progress import progress
+
     try:
-        state = stack.up(config)
+        with progress(f"starting {', '.join(components)} (a minute or so the first time)"):
+            state = stack.up(config)
     except StackError as exc:
         typer.secho(str(exc), err=True, fg="red")
         raise typer.Exit(1) from None
