@@ -3,6 +3,7 @@ promoted, one that is rolled back, and the inputs that must change nothing."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -200,7 +201,8 @@ def test_cli_validates_policies_and_registers_candidates(workspace: dict, tmp_pa
         app, ["candidates", "register", str(root / "recipes/better.yaml"), "--model", MODEL]
     )
     assert registered.exit_code == 0, registered.output
-    version = registered.output.strip().split("version ")[1].split()[0]
+    # the answer line (progress and MLflow's own "Creating a new version of this model" go to stderr)
+    version = re.search(rf"registered {MODEL} version (\d+) from", registered.output).group(1)
     from stagegate.runtime import Runtime
 
     info = Runtime.from_env().registry.get_version(MODEL, version)
