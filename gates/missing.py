@@ -118,8 +118,8 @@ def drop_missing(
         if count and count > limit * users[label]:
             raise TooMuchMissing(
                 f"{count} of {users[label]} {label} users have no value for {'/'.join(names)} "
-                f"(NaN: missing, e.g. NULL in the source): {count / users[label]:.1%} is above the gate's "
-                f"max_missing_share of {limit:.1%}"
+                f"(NaN: missing in the source, or an estimate withheld): {count / users[label]:.1%} is "
+                f"above the gate's max_missing_share of {limit:.1%}"
             )
     history = tuple(_without(h, _masks(h, metric)[1]) for h in evidence.history)
     cleaned = dataclasses.replace(_without(evidence, masks), history=history)
