@@ -204,3 +204,38 @@ def upgrade(engine: Engine, schema: Schema = LEDGER, timeout: float = 30.0) -> U
         if locking is not engine:
             locking.dispose()
     return Upgraded(name, before, after, adopted=adopted)
+
+
+def run_environment(schema: Schema) -> None:
+    """The body of every migrations folder's env.py (Alembic imports it while it runs ``schema``'s scripts).
+
+    Run on the connection the caller passed (``Config.attributes["connection"]``), inside its transaction
+    and under its lock, with ``schema``'s own version table. Autogenerate compares only ``schema``'s tables,
+    since the ledger's and the judge's may share one database. A config with only ``sqlalchemy.url`` (for
+    ``alembic revision --autogenerate`` while writing a new revision) connects itself."""
+    from alembic import context
+
+    def run(connection: Any) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=schema.metadata,
+            version_table=schema.version_table,
+            compare_type=True,
+            include_name=lambda name, kind, _parent: kind != "table" or name in schema.metadata.tables,
+        )
+        with context.begin_transaction():  # a no-op inside the caller's transaction
+            context.run_migrations()
+
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        run(connection)
+        return
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError(
+            f"the migrations of {schema.what} need a connection or sqlalchemy.url: run them with `stagegate "
+            "db upgrade` (or stagegate.events.migrate.upgrade), which passes the connection"
+        )
+    with create_engine(url).connect() as conn:
+        run(conn)
+        conn.commit()
