@@ -108,9 +108,8 @@ def drop_missing(
     statistic over all looks never meets a NaN; their shares were judged at their own look.
     """
     names, masks = _masks(evidence, metric)
-    if not any(m.any() for m in masks.values()) and not any(
-        any(m.any() for m in _masks(h, metric)[1].values()) for h in evidence.history
-    ):
+    earlier = [_masks(h, metric)[1] for h in evidence.history]
+    if not any(m.any() for look in (masks, *earlier) for m in look.values()):
         return evidence, None
     users = {label: int(m.size) for label, m in masks.items()}
     missing = {label: int(m.sum()) for label, m in masks.items()}
@@ -121,6 +120,6 @@ def drop_missing(
                 f"(NaN: missing in the source, or an estimate withheld): {count / users[label]:.1%} is "
                 f"above the gate's max_missing_share of {limit:.1%}"
             )
-    history = tuple(_without(h, _masks(h, metric)[1]) for h in evidence.history)
+    history = tuple(_without(h, m) for h, m in zip(evidence.history, earlier, strict=True))
     cleaned = dataclasses.replace(_without(evidence, masks), history=history)
     return cleaned, MissingReport(names, missing, users) if any(missing.values()) else None
